@@ -1,0 +1,128 @@
+"""The distillation trainer on tiny random models (fast) and on the real model (slow)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from optical_lib.distill import DistillConfig, content_mask, distill, length_batches
+from optical_lib.models import Encoder, build_me5_small
+from optical_lib.ot import ot_alignment_loss
+from optical_lib.paths import require
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(build_me5_small())
+
+
+def tiny_encoder(tokenizer, seed: int, layers: int = 2) -> Encoder:
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=64,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return Encoder(tokenizer, BertModel(config, add_pooling_layer=False).eval(), "tiny", layers)
+
+
+@pytest.fixture(scope="module")
+def bitext():
+    deu = require("tatoeba-v1/tatoeba.deu-eng.deu").read_text(encoding="utf-8").splitlines()
+    eng = require("tatoeba-v1/tatoeba.deu-eng.eng").read_text(encoding="utf-8").splitlines()
+    return list(zip(deu[:48], eng[:48], strict=True))
+
+
+def alignment_cost(student, teacher, bitext, config) -> float:
+    src, tgt = [p[0] for p in bitext], [p[1] for p in bitext]
+    s_batch, t_batch = student.tokenize(src, config.prefix), teacher.tokenize(tgt, config.prefix)
+    with torch.no_grad():
+        return ot_alignment_loss(student.token_vectors(s_batch), teacher.token_vectors(t_batch),
+                                 content_mask(s_batch, 2), content_mask(t_batch, 2),
+                                 eps=config.eps, n_iters=config.sinkhorn_iters).item()
+
+
+def run(tokenizer, bitext, **overrides):
+    config = DistillConfig(**{"method": "optical", "lr": 3e-3, "batch_size": 8, "epochs": 3,
+                              "warmup": 0.0, **overrides})
+    student, teacher = tiny_encoder(tokenizer, 1), tiny_encoder(tokenizer, 2)
+    before = alignment_cost(student, teacher, bitext, config)
+    student, history = distill(config, bitext, progress=False, student=student, teacher=teacher)
+    return before, alignment_cost(student, teacher, bitext, config), history
+
+
+def test_ot_loss_decreases_and_tokens_move_toward_teacher(tokenizer, bitext):
+    before, after, history = run(tokenizer, bitext)
+    assert len(history) == 18
+    assert history["ot"].tail(3).mean() < 0.8 * history["ot"].head(3).mean()
+    assert after < 0.8 * before, (before, after)
+    assert {"step", "loss", "ot", "lr", "pairs_per_s", "wall_s"} <= set(history.columns)
+
+
+def test_same_seed_same_curve_different_seed_differs(tokenizer, bitext):
+    a = run(tokenizer, bitext, epochs=1)[2]["loss"].tolist()
+    b = run(tokenizer, bitext, epochs=1)[2]["loss"].tolist()
+    c = run(tokenizer, bitext, epochs=1, seed=7)[2]["loss"].tolist()
+    assert a == b
+    assert a != c
+
+
+def test_mse_method_trains_sentence_vectors(tokenizer, bitext):
+    _, _, history = run(tokenizer, bitext, method="mse")
+    assert "ot" not in history and history["mse"].tail(3).mean() < history["mse"].head(3).mean()
+
+
+def test_none_returns_the_untouched_student(tokenizer, bitext):
+    student = tiny_encoder(tokenizer, 1)
+    before = {k: v.clone() for k, v in student.model.state_dict().items()}
+    out, history = distill(DistillConfig(method="none"), bitext, student=student, progress=False)
+    assert out is student and history.empty
+    assert all(torch.equal(before[k], v) for k, v in out.model.state_dict().items())
+
+
+def test_interrupted_run_resumes_to_the_same_result(tokenizer, bitext, tmp_path, monkeypatch):
+    config = DistillConfig(method="optical", lr=3e-3, batch_size=8, epochs=2, warmup=0.0,
+                           checkpoint_every=2)
+    full_student, full = distill(config, bitext, progress=False,
+                                 student=tiny_encoder(tokenizer, 1),
+                                 teacher=tiny_encoder(tokenizer, 2))
+    from optical_lib import distill as module
+
+    calls = {"n": 0}
+    real_loss = module.Distiller.loss
+
+    def crash_after_five(self, src, tgt):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return real_loss(self, src, tgt)
+
+    monkeypatch.setattr(module.Distiller, "loss", crash_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        distill(config, bitext, out_dir=tmp_path, progress=False,
+                student=tiny_encoder(tokenizer, 1), teacher=tiny_encoder(tokenizer, 2))
+    monkeypatch.setattr(module.Distiller, "loss", real_loss)
+    resumed_student, resumed = distill(config, bitext, out_dir=tmp_path, progress=False,
+                                       student=tiny_encoder(tokenizer, 1),
+                                       teacher=tiny_encoder(tokenizer, 2))
+    assert resumed["step"].tolist() == full["step"].tolist()
+    torch.testing.assert_close(torch.tensor(resumed["loss"].values),
+                               torch.tensor(full["loss"].values))
+    for (name, a), b in zip(full_student.model.state_dict().items(),
+                            resumed_student.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_length_batches_cover_every_pair_once():
+    pairs = [("x" * n, "y") for n in range(101)]
+    batches = length_batches(pairs, 8, seed=3, epoch=0)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(101))
+    assert batches == length_batches(pairs, 8, seed=3, epoch=0)
+    assert batches != length_batches(pairs, 8, seed=3, epoch=1)
+
+
+def test_bad_config_is_refused_before_compute():
+    with pytest.raises(ValueError, match="Unknown method 'ot'"):
+        DistillConfig(method="ot")
+    with pytest.raises(ValueError, match="eps must be positive"):
+        DistillConfig(eps=0)
