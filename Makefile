@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data model test lint study clean
+.PHONY: help venv data model test lint grid analysis book bench study clean
+PROFILE ?= quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,9 +36,25 @@ test: $(STAMP) ## run the test suite (real model and real data included)
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check optical_lib tests benchmarks
 
-study: data model ## set up everything and run the study on the offline profile
-	@echo "make study: data verified and model built. The grid and the book are not wired in yet"
-	@echo "(they arrive with the pipeline issue); nothing else was run."
+grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=smoke|quick|full, default quick)
+	$(PY) -m optical_lib.grid --profile $(PROFILE)
+
+analysis: $(STAMP) ## execute the analysis notebook on results/ into book/analysis.ipynb
+	$(VENV)/bin/papermill --no-progress-bar notebooks/analysis.ipynb book/analysis.ipynb -p results_dir results
+
+book: $(STAMP) ## build the Jupyter Book (strict) into _build/html
+	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+bench: $(STAMP) ## speed benchmarks: OT, search, encoding, training (prints ratios, writes benchmarks/out)
+	$(PY) benchmarks/bench_ot.py --json benchmarks/out/ot.json
+	$(PY) benchmarks/bench_retrieval.py --encode --json benchmarks/out/retrieval.json
+	$(PY) benchmarks/bench_train.py --json benchmarks/out/train.json
+
+study: data model ## everything on a fresh machine: data, model, quick grid, analysis, book
+	$(MAKE) grid PROFILE=$(PROFILE)
+	$(MAKE) analysis
+	$(MAKE) book
+	@echo "The book is at _build/html/index.html"
 
 clean: ## remove build outputs (keeps .venv, data and results)
 	rm -rf _build .pytest_cache

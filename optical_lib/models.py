@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .paths import cache_dir
 
@@ -366,6 +366,8 @@ class Encoder:
     name: str
     layers: int
     max_length: int = 512
+    #: identifies unmodified weights (for caching embeddings); None once weights change
+    cache_key: str | None = None
 
     @property
     def device(self) -> torch.device:
@@ -429,7 +431,9 @@ def load_encoder(name_or_path: str = ME5_SMALL, layers: int | None = None,
     ``layers=L`` keeps the first ``L`` transformer layers.
     """
     from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per weight load drowns notebook output
     base, depth = resolve_name(name_or_path, layers)
     if base == ME5_SMALL:
         path = build_me5_small()
@@ -456,8 +460,13 @@ def load_encoder(name_or_path: str = ME5_SMALL, layers: int | None = None,
     model.eval()
     if device is not None:
         model.to(device)
-    label = f"{ME5_SMALL}-L{model.config.num_hidden_layers}" if base == ME5_SMALL else str(base)
-    return Encoder(tokenizer, model, label, model.config.num_hidden_layers,
+    depth = model.config.num_hidden_layers
+    label, key = str(base), None
+    if base == ME5_SMALL:
+        label = f"{ME5_SMALL}-L{depth}"
+        source = json.loads((path / "build_info.json").read_text())["source_sha256"]
+        key = f"{label}-{source[:12]}-c{CONVERTER_VERSION}"
+    return Encoder(tokenizer, model, label, depth, cache_key=key,
                    max_length=min(512, getattr(tokenizer, "model_max_length", 512)))
 
 

@@ -1,0 +1,161 @@
+"""Analysis of a finished grid: tables, significance against the baseline, the scaling
+regression and the answer to the research question. Reads result files only; never
+recomputes a metric (those come from :mod:`optical_lib.evaluate`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .evaluate import PER_QUERY_COLUMNS, compare_systems, read_results
+
+
+@dataclass
+class Study:
+    """The result table of one grid profile and where its per-query files live."""
+
+    results_dir: Path
+    profile: str
+    summary: pd.DataFrame
+
+    @property
+    def macro(self) -> pd.DataFrame:
+        return self.summary[self.summary["scope"] == "macro"]
+
+    def per_query(self, run_id: str) -> pd.DataFrame:
+        path = self.results_dir / "runs" / run_id / "per_query.parquet"
+        return read_results(path, columns=PER_QUERY_COLUMNS)
+
+
+def load_study(results_dir: str | Path = "results") -> Study:
+    """Read ``summary.parquet`` and ``grid.json`` written by :func:`optical_lib.grid.run_grid`."""
+    results_dir = Path(results_dir)
+    summary_path = results_dir / "summary.parquet"
+    if not summary_path.exists():
+        raise FileNotFoundError(f"No {summary_path}: run the grid first "
+                                "(make grid, or python -m optical_lib.grid --profile quick)")
+    grid = json.loads((results_dir / "grid.json").read_text())
+    summary = pd.read_parquet(summary_path)
+    summary = summary[summary["run_id"].isin(grid["run_ids"])].reset_index(drop=True)
+    return Study(results_dir, grid["profile"], summary)
+
+
+def settings_table(study: Study, metric: str = "RR@10") -> pd.DataFrame:
+    """Macro metric per suite for every setting: mean over seeds, [min, max] across seeds,
+    and the bootstrap CI when there is a single seed."""
+    df = study.macro[study.macro["metric"] == metric].copy()
+    df["k_langs"] = df["k_langs"].fillna(0).astype(int)
+    keys = ["task", "method", "layers", "nonemb_params", "k_langs"]
+    out = df.groupby(keys).agg(mean=("value", "mean"), lo=("ci_low", "mean"),
+                               hi=("ci_high", "mean"), seeds=("seed", "nunique"),
+                               seed_min=("value", "min"), seed_max=("value", "max"))
+    return out.reset_index().sort_values(keys)
+
+
+def versus_baseline(study: Study, metric: str = "RR@10", task: str = "tatoeba",
+                    n_perm: int = 10000) -> pd.DataFrame:
+    """Paired per-language tests of each distilled run against the same-depth zero-shot
+    baseline, on the same queries, Holm-corrected across languages within a run."""
+    results = study.summary[(study.summary["scope"] == "language")
+                            & (study.summary["task"] == task)]
+    runs = results.drop_duplicates("run_id")
+    base_ids = runs[runs["method"] == "none"].set_index("layers")["run_id"].to_dict()
+
+    def by_lang(run_id: str) -> dict[str, dict[str, float]]:
+        pq = study.per_query(run_id)
+        pq = pq[(pq["metric"] == metric) & (pq["task"] == task)]
+        return {lang: dict(zip(g["qid"], g["value"], strict=True))
+                for lang, g in pq.groupby("query_lang")}
+
+    rows = []
+    for run in runs[runs["method"] != "none"].itertuples():
+        if run.layers not in base_ids:
+            continue
+        table = compare_systems(by_lang(run.run_id), by_lang(base_ids[run.layers]),
+                                n_perm=n_perm, seed=int(run.seed))
+        table.insert(0, "run_id", run.run_id)
+        for col in ("method", "layers", "k_langs", "seed"):
+            table.insert(1, col, getattr(run, col))
+        rows.append(table)
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def win_loss(tests: pd.DataFrame) -> pd.DataFrame:
+    """Count significant gains and losses (Holm, randomisation test) per setting."""
+    if tests.empty:
+        return tests
+    t = tests.assign(win=tests["reject"] & (tests["diff"] > 0),
+                     loss=tests["reject"] & (tests["diff"] < 0))
+    return (t.groupby(["method", "layers", "k_langs"])
+            .agg(languages=("lang", "nunique"), mean_gain=("diff", "mean"),
+                 significant_gains=("win", "sum"), significant_losses=("loss", "sum"))
+            .reset_index())
+
+
+def scaling_regression(study: Study, metric: str = "RR@10", task: str = "tatoeba",
+                       method: str = "optical",
+                       interaction: bool = False) -> pd.DataFrame | None:
+    """OLS of the macro metric on log2(non-embedding params) and log2(k).
+
+    Each distilled run (every seed) is one observation. Coefficients are the change of the
+    metric per doubling of model size and per doubling of the number of languages at a
+    fixed budget. Returns ``term, coef, ci_low, ci_high, p, n`` (95% CIs), or ``None`` when
+    the profile has fewer than 4 such runs or a single size or k (nothing to fit).
+    """
+    import statsmodels.formula.api as smf
+
+    df = study.macro[(study.macro["metric"] == metric) & (study.macro["task"] == task)
+                     & (study.macro["method"] == method)].copy()
+    if len(df) < 4 or df["nonemb_params"].nunique() < 2 or df["k_langs"].nunique() < 2:
+        return None
+    df["log2_params"] = np.log2(df["nonemb_params"].astype(float))
+    df["log2_k"] = np.log2(df["k_langs"].astype(float))
+    formula = "value ~ log2_params * log2_k" if interaction else "value ~ log2_params + log2_k"
+    fit = smf.ols(formula, data=df).fit()
+    ci = fit.conf_int(0.05)
+    return pd.DataFrame({"term": fit.params.index, "coef": fit.params.values,
+                         "ci_low": ci[0].values, "ci_high": ci[1].values,
+                         "p": fit.pvalues.values, "n": int(fit.nobs)})
+
+
+def answer(study: Study, regression: pd.DataFrame | None, metric: str = "RR@10",
+           task: str = "tatoeba") -> dict[str, str]:
+    """Numbers and a one-line verdict for the book's answer, as strings to glue."""
+    table = settings_table(study, metric)
+    table = table[table["task"] == task]
+    best = table[table["method"] != "none"].sort_values("mean").iloc[-1]
+    base = table[(table["method"] == "none") & (table["layers"] == best["layers"])]
+    out = {
+        "profile": study.profile,
+        "best_setting": f"L{int(best['layers'])}, k = {int(best['k_langs'])}",
+        "best_value": f"{best['mean']:.3f}",
+        "best_baseline": f"{base['mean'].iloc[0]:.3f}" if len(base) else "n/a",
+    }
+    if regression is None:
+        return {**out, "size_effect": "n/a", "diversity_effect": "n/a", "n_runs": "n/a",
+                "verdict": "this profile has too few settings for the regression"}
+    coef = regression.set_index("term")
+    size, div = coef.loc["log2_params"], coef.loc["log2_k"]
+
+    def fmt(row) -> str:
+        return f"{row['coef']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}]"
+
+    def excludes_zero(row) -> bool:
+        return row["ci_low"] > 0 or row["ci_high"] < 0
+
+    sig_size, sig_div = excludes_zero(size), excludes_zero(div)
+    if sig_size and sig_div:
+        bigger = "model size" if abs(size["coef"]) > abs(div["coef"]) else "data diversity"
+        verdict = f"both effects are non-zero; per doubling, {bigger} has the larger one"
+    elif sig_size:
+        verdict = "only model size has an effect distinguishable from zero"
+    elif sig_div:
+        verdict = "only data diversity has an effect distinguishable from zero"
+    else:
+        verdict = "neither effect is distinguishable from zero at this sample size"
+    return {**out, "size_effect": fmt(size), "diversity_effect": fmt(div), "verdict": verdict,
+            "n_runs": str(int(coef["n"].iloc[0]))}
