@@ -20,6 +20,7 @@ document embeddings do not depend on the setting and are cached on disk.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -158,11 +159,15 @@ def validate(config: ExperimentConfig) -> None:
 
 
 def training_pool(config: ExperimentConfig) -> dict[str, list[data.BitextPair]]:
-    """The training pool minus anything evaluated in this setting."""
+    """The training pool minus anything evaluated in this setting (do not modify it)."""
     if config.profile == "webfaq":
         return {lang: data.webfaq_bitexts(lang, config.webfaq_source)
                 for lang in config.train_langs}
-    held_out = set(config.eval_tatoeba) | set(data.TRAINING_EXCLUDED)
+    return _offline_pool(frozenset(config.eval_tatoeba) | data.TRAINING_EXCLUDED)
+
+
+@functools.lru_cache(maxsize=4)
+def _offline_pool(held_out: frozenset[str]) -> dict[str, list[data.BitextPair]]:
     return data.training_pool(exclude=held_out)
 
 

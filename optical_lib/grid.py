@@ -112,6 +112,7 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
                            "state": ["done" if d else "pending" for d in done]})
     if dry_run:
         return status
+    runs_dir.mkdir(parents=True, exist_ok=True)
     failures_path = results_dir / "failures.json"
     failures = json.loads(failures_path.read_text()) if failures_path.exists() else {}
     notebooks_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,93 @@
+"""Analysis on synthetic result tables whose answer is known."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from optical_lib import analysis, plots
+from optical_lib.evaluate import PER_QUERY_COLUMNS, RESULT_COLUMNS, write_results
+
+PARAMS = {2: 3_547_392, 3: 5_321_856, 6: 10_645_248, 12: 21_290_496}
+
+
+def synthetic_study(tmp_path: Path, size_slope: float, div_slope: float, seeds=(0, 1, 2)):
+    rng = np.random.default_rng(0)
+    rows, pq, ids = [], [], []
+    settings = [(n, "none", None, 0) for n in PARAMS] + [
+        (n, "optical", k, s) for n in PARAMS for k in (1, 4, 16, 64) for s in seeds]
+    for layers, method, k, seed in settings:
+        run_id = f"L{layers}-{method}-k{k}-s{seed}"
+        ids.append(run_id)
+        base = 0.1 + size_slope * np.log2(PARAMS[layers] / PARAMS[2])
+        if method != "none":
+            base += 0.05 + div_slope * np.log2(k) + rng.normal(0, 0.003)
+        meta = {c: None for c in RESULT_COLUMNS}
+        meta.update(run_id=run_id, profile="offline", task="tatoeba", doc_lang="eng",
+                    model="me5-small", layers=layers, nonemb_params=PARAMS[layers],
+                    method=method, k_langs=k, budget=1000 if k else None, seed=seed,
+                    metric="RR@10", n_queries=50)
+        for lang, shift in (("swh", 0.0), ("amh", 0.02)):
+            values = np.clip(base + shift + rng.normal(0, 0.05, 50), 0, 1)
+            rows.append({**meta, "scope": "language", "query_lang": lang,
+                         "resource_class": "2", "value": values.mean(),
+                         "ci_low": values.mean() - 0.01, "ci_high": values.mean() + 0.01})
+            pq += [{"run_id": run_id, "task": "tatoeba", "query_lang": lang, "doc_lang": "eng",
+                    "metric": "RR@10", "qid": f"{lang}-q{i}", "value": v}
+                   for i, v in enumerate(values)]
+        rows.append({**meta, "scope": "macro", "query_lang": "*", "resource_class": "*",
+                     "value": base + 0.01, "ci_low": base, "ci_high": base + 0.02})
+        write_results([r for r in pq if r["run_id"] == run_id],
+                      tmp_path / "runs" / run_id / "per_query.parquet", PER_QUERY_COLUMNS)
+    write_results(rows, tmp_path / "summary.parquet")
+    (tmp_path / "grid.json").write_text(json.dumps({"profile": "synthetic", "run_ids": ids}))
+    return analysis.load_study(tmp_path)
+
+
+def test_regression_recovers_known_slopes(tmp_path):
+    study = synthetic_study(tmp_path, size_slope=0.08, div_slope=0.01)
+    reg = analysis.scaling_regression(study).set_index("term")
+    assert reg.loc["log2_params", "coef"] == pytest.approx(0.08, abs=0.01)
+    assert reg.loc["log2_k", "coef"] == pytest.approx(0.01, abs=0.005)
+    assert reg.loc["log2_params", "ci_low"] < 0.08 < reg.loc["log2_params", "ci_high"]
+    answer = analysis.answer(study, reg.reset_index())
+    assert answer["verdict"] == "both effects are non-zero; per doubling, model size has the larger one"
+    assert answer["profile"] == "synthetic" and answer["best_setting"] == "L12, k = 64"
+
+
+def test_diversity_only_and_no_effect_verdicts(tmp_path):
+    study = synthetic_study(tmp_path / "a", size_slope=0.0, div_slope=0.03)
+    reg = analysis.scaling_regression(study)
+    assert analysis.answer(study, reg)["verdict"] == (
+        "only data diversity has an effect distinguishable from zero")
+    flat = synthetic_study(tmp_path / "b", size_slope=0.0, div_slope=0.0, seeds=(0,))
+    assert "neither" in analysis.answer(flat, analysis.scaling_regression(flat))["verdict"]
+
+
+def test_versus_baseline_finds_the_gains(tmp_path):
+    study = synthetic_study(tmp_path, size_slope=0.0, div_slope=0.05, seeds=(0,))
+    tests = analysis.versus_baseline(study, n_perm=2000)
+    assert set(tests["lang"]) == {"swh", "amh"}
+    table = analysis.win_loss(tests).set_index(["layers", "k_langs"])
+    assert table.loc[(3, 64), "significant_gains"] == 2  # +0.35 on 50 queries
+    assert table.loc[(3, 64), "mean_gain"] > table.loc[(3, 1), "mean_gain"] + 0.2
+    assert (table["significant_losses"] == 0).all()
+
+
+def test_settings_table_and_figures(tmp_path):
+    study = synthetic_study(tmp_path, size_slope=0.05, div_slope=0.01)
+    table = analysis.settings_table(study)
+    assert len(table) == 4 + 16 and set(table["seeds"]) == {1, 3}
+    for fig in (plots.heatmap(study.summary), plots.curves_vs_params(study.summary),
+                plots.methods_compare(study.summary), plots.language_strip(study.summary),
+                plots.per_language(study.summary)):
+        assert fig.axes
+        plots.close(fig)
+    assert analysis.scaling_regression(study, method="mse") is None
+    with pytest.raises(FileNotFoundError, match="run the grid first"):
+        analysis.load_study(tmp_path / "nowhere")
+    assert isinstance(table, pd.DataFrame)
