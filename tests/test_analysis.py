@@ -55,7 +55,8 @@ def test_regression_recovers_known_slopes(tmp_path):
     assert reg.loc["log2_k", "coef"] == pytest.approx(0.01, abs=0.005)
     assert reg.loc["log2_params", "ci_low"] < 0.08 < reg.loc["log2_params", "ci_high"]
     answer = analysis.answer(study, reg.reset_index())
-    assert answer["verdict"] == "both effects are non-zero; per doubling, model size has the larger one"
+    assert answer["verdict"] == (
+        "both effects are non-zero; per doubling, model size has the larger one")
     assert answer["profile"] == "synthetic" and answer["best_setting"] == "L12, k = 64"
 
 
