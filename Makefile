@@ -36,7 +36,7 @@ test: $(STAMP) ## run the test suite (real model and real data included)
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check optical_lib tests benchmarks
 
-grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=smoke|quick|full, default quick)
+grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=smoke|quick|medium|full, default quick)
 	$(PY) -m optical_lib.grid --profile $(PROFILE)
 
 analysis: $(STAMP) ## execute the analysis notebook on results/ into book/analysis.ipynb

@@ -237,14 +237,6 @@ def corpus_embeddings(encoder: Encoder, corpus: dict[str, str],
     return doc_ids, emb
 
 
-def dense_run(query_encoder: Encoder, doc_encoder: Encoder, task, k: int = 100) -> dict:
-    """Retrieve ``task`` (queries by one encoder, cached documents by the other)."""
-    qids, q_emb = encode_queries(query_encoder, task.queries)
-    doc_ids, d_emb = corpus_embeddings(doc_encoder, task.corpus)
-    scores, indices = search(q_emb, d_emb, k=k)
-    return run_from_topk(qids, doc_ids, scores, indices)
-
-
 _TEACHERS: dict[tuple[str, str], Encoder] = {}
 
 
@@ -257,35 +249,66 @@ def teacher_encoder(config: ExperimentConfig) -> Encoder:
     return _TEACHERS[key]
 
 
-def run_meta(config: ExperimentConfig, student: Encoder, doc_encoder: Encoder) -> dict:
+#: Suffix of the suites evaluated with teacher-encoded documents (OPTICAL's protocol).
+TEACHER_DOCS = "+teacher-docs"
+
+
+def run_meta(config: ExperimentConfig, student: Encoder) -> dict:
     zero_shot = config.method == "none"
     return {
         "run_id": config.run_id, "profile": config.profile, "model": config.model,
         "layers": student.layers, "nonemb_params": student.nonembedding_params,
         "method": config.method, "k_langs": None if zero_shot else config.k_langs,
         "budget": None if zero_shot else config.budget, "seed": config.seed,
-        "doc_encoder": doc_encoder.name,
     }
+
+
+def protocols(config: ExperimentConfig, student: Encoder,
+              teacher: Encoder | None) -> dict[str, Encoder]:
+    """Document encoders to evaluate with: ``{suite suffix: encoder}``.
+
+    The primary protocol (no suffix) encodes documents with the student itself, exactly as
+    the zero-shot baseline does. Distilled students are also evaluated with the frozen
+    teacher's document vectors (suffix :data:`TEACHER_DOCS`), as in OPTICAL.
+    """
+    if config.method == "none":
+        return {"": student}
+    return {"": student, TEACHER_DOCS: teacher or teacher_encoder(config)}
 
 
 def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encoder | None = None,
                      tasks: dict | None = None, n_boot: int | None = None):
-    """Retrieve and evaluate every task of the setting; returns (rows, per-query rows)."""
-    if config.method == "none":
-        doc_encoder = student
-    else:
-        doc_encoder = teacher or teacher_encoder(config)
+    """Retrieve and evaluate every task of the setting under every protocol.
+
+    Returns (result rows, per-query rows); their ``task`` column is the suite name
+    (``tatoeba``, ``xquad-r``, ``tatoeba+teacher-docs``, ...), ``query_lang`` tells the
+    languages apart. Query vectors are computed once and reused across protocols.
+    """
     tasks = evaluation_tasks(config) if tasks is None else tasks
-    meta = run_meta(config, student, doc_encoder)
-    classes = data.language_table()["joshi_class"].astype("string").fillna("unknown").to_dict()
     n_boot = config.n_boot if n_boot is None else n_boot
+    meta = run_meta(config, student)
+    doc_encoders = protocols(config, student, teacher)
+    classes = data.language_table()["joshi_class"].astype("string").fillna("unknown").to_dict()
     rows, per_query = [], []
     for suite, suite_tasks in tasks.items():
-        runs = {t.name: dense_run(student, doc_encoder, t) for t in suite_tasks}
-        r, pq = evaluate_runs(runs, suite_tasks, meta, suite=suite, lang_class=classes,
-                              n_boot=n_boot, seed=config.seed)
-        rows += r
-        per_query += pq
+        runs = {suffix: {} for suffix in doc_encoders}
+        corpus_memo: dict[tuple[int, str], tuple[list[str], torch.Tensor]] = {}
+        for task in suite_tasks:
+            qids, q_emb = encode_queries(student, task.queries)
+            for suffix, doc_encoder in doc_encoders.items():
+                key = (id(doc_encoder), _corpus_digest(task.corpus))
+                if key not in corpus_memo:  # XQuAD-R tasks share one English corpus
+                    corpus_memo[key] = corpus_embeddings(doc_encoder, task.corpus)
+                doc_ids, d_emb = corpus_memo[key]
+                scores, indices = search(q_emb, d_emb, k=100)
+                runs[suffix][task.name] = run_from_topk(qids, doc_ids, scores, indices)
+        for suffix, suite_runs in runs.items():
+            r, pq = evaluate_runs(suite_runs, suite_tasks, meta, suite=suite + suffix,
+                                  lang_class=classes, n_boot=n_boot, seed=config.seed)
+            for row in r + pq:
+                row["task"] = suite + suffix
+            rows += r
+            per_query += pq
     return rows, per_query
 
 

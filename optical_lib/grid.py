@@ -3,9 +3,12 @@
 Profiles (``--profile``):
 
 * ``smoke``: 2 settings on 2 evaluation languages, a CI check that the pipeline runs.
-* ``quick``: the subset that finishes in about 10 minutes on 2 CPU cores: students of
-  L = 2 and 6 layers, k in {1, 8, 64} training languages, OPTICAL, seed 0, plus the
-  zero-shot baseline at L = 2, 6, 12; Tatoeba evaluation only.
+* ``quick``: the subset that finishes in about 10 minutes on 2 CPU cores (``make study``):
+  students of L = 2 and 6 layers, k in {1, 16, 64} training languages, OPTICAL, seed 0,
+  plus the zero-shot model at L = 2 and 6; Tatoeba evaluation only.
+* ``medium``: the published run (about 40 minutes): L in {2, 3, 6} x k in {1, 4, 16, 64} x
+  OPTICAL x seeds {0, 1}, sentence-MSE at k = 16 (L = 3, 6, seed 0), and the zero-shot
+  model at L in {2, 3, 6, 12}; Tatoeba evaluation only. It contains ``quick``.
 * ``full``: the study of DESIGN.md: L in {2, 3, 6, 12} x k in {1, 2, 4, 8, 16, 32, 64} x
   {MSE, OPTICAL} x seeds {0, 1, 2}, plus the zero-shot baseline at every L, evaluated on
   Tatoeba and XQuAD-R.
@@ -43,6 +46,7 @@ from .paths import PROJECT_ROOT
 
 TEMPLATE = PROJECT_ROOT / "notebooks" / "experiment.ipynb"
 QUICK_EVAL = {"eval_xquad": []}
+PROFILES = ("smoke", "quick", "medium", "full")
 SMOKE_EVAL = {"eval_tatoeba": ["swh", "amh"], "eval_xquad": [], "n_boot": 200}
 
 
@@ -55,9 +59,16 @@ def profile_settings(profile: str) -> list[dict]:
              **SMOKE_EVAL},
         ]
     if profile == "quick":
-        base = [{"layers": n, "method": "none", **QUICK_EVAL} for n in (2, 6, 12)]
+        base = [{"layers": n, "method": "none", **QUICK_EVAL} for n in (2, 6)]
         return base + [{"layers": n, "method": "optical", "k_langs": k, "seed": 0, **QUICK_EVAL}
-                       for n, k in itertools.product((2, 6), (1, 8, 64))]
+                       for n, k in itertools.product((2, 6), (1, 16, 64))]
+    if profile == "medium":
+        base = [{"layers": n, "method": "none", **QUICK_EVAL} for n in (2, 3, 6, 12)]
+        optical = [{"layers": n, "method": "optical", "k_langs": k, "seed": s, **QUICK_EVAL}
+                   for s, n, k in itertools.product((0, 1), (2, 3, 6), (1, 4, 16, 64))]
+        mse = [{"layers": n, "method": "mse", "k_langs": 16, "seed": 0, **QUICK_EVAL}
+               for n in (3, 6)]
+        return base + optical + mse
     if profile == "full":
         base = [{"layers": n, "method": "none"} for n in (2, 3, 6, 12)]
         return base + [
@@ -65,7 +76,7 @@ def profile_settings(profile: str) -> list[dict]:
             for s, n, m, k in itertools.product((0, 1, 2), (2, 3, 6, 12), ("optical", "mse"),
                                                 (1, 2, 4, 8, 16, 32, 64))
         ]
-    raise ValueError(f"Unknown profile {profile!r} (choose from smoke, quick, full)")
+    raise ValueError(f"Unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
 
 
 def config_of(params: dict) -> ExperimentConfig:
@@ -159,7 +170,7 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the study's grid with papermill.")
-    parser.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
+    parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--dry-run", action="store_true", help="list the settings and stop")
     parser.add_argument("--results", type=Path, default=PROJECT_ROOT / "results")
     parser.add_argument("--notebooks", type=Path, default=PROJECT_ROOT / "book" / "runs")

@@ -3,7 +3,8 @@
 The development languages (:data:`optical_lib.data.DEV_LANGS_TATOEBA`) are held out from
 training and from the reported evaluation. For each student depth and learning rate this
 distils one student (k=8 languages, the grid's budget, seed 0) and measures macro RR@10 on
-the development languages, next to the zero-shot baseline::
+the development languages under both retrieval protocols (student-encoded documents, the
+primary one, and teacher-encoded documents), next to the zero-shot baseline::
 
     python -m optical_lib.tune --layers 3 12 --lrs 5e-5 2e-4 5e-4 --out results/tuning.csv
 """
@@ -19,14 +20,23 @@ import pandas as pd
 
 from . import data
 from .distill import distill
-from .experiment import ExperimentConfig, evaluate_student, training_sample, validate
+from .experiment import (
+    TEACHER_DOCS,
+    ExperimentConfig,
+    evaluate_student,
+    training_sample,
+    validate,
+)
 from .models import load_encoder
 
 
-def dev_score(config: ExperimentConfig, student, teacher) -> float:
+def dev_scores(config: ExperimentConfig, student, teacher) -> dict[str, float]:
+    """Macro RR@10 on the development languages, per retrieval protocol."""
     tasks = {"dev": [data.tatoeba_task(lang) for lang in data.DEV_LANGS_TATOEBA]}
     rows, _ = evaluate_student(config, student, teacher, tasks=tasks, n_boot=100)
-    return next(r["value"] for r in rows if r["scope"] == "macro" and r["metric"] == "RR@10")
+    names = {"dev": "dev_rr10", "dev" + TEACHER_DOCS: "dev_rr10_teacher_docs"}
+    return {names[r["task"]]: r["value"] for r in rows
+            if r["scope"] == "macro" and r["metric"] == "RR@10"}
 
 
 def sweep(layers: list[int], lrs: list[float], method: str = "optical", epochs: int = 3,
@@ -36,7 +46,7 @@ def sweep(layers: list[int], lrs: list[float], method: str = "optical", epochs: 
     for depth in layers:
         base = ExperimentConfig(layers=depth, method="none", eval_tatoeba=(), eval_xquad=())
         rows.append({"layers": depth, "method": "none", "lr": None, "epochs": 0,
-                     "dev_rr10": dev_score(base, load_encoder("me5-small", depth), teacher),
+                     **dev_scores(base, load_encoder("me5-small", depth), teacher),
                      "train_s": 0.0})
         for lr in lrs:
             config = ExperimentConfig(layers=depth, method=method, k_langs=k_langs, budget=budget,
@@ -45,9 +55,9 @@ def sweep(layers: list[int], lrs: list[float], method: str = "optical", epochs: 
             start = time.perf_counter()
             student, _ = distill(config.distill_config(), training_sample(config).pairs,
                                  teacher=teacher)
+            train_s = time.perf_counter() - start
             rows.append({"layers": depth, "method": method, "lr": lr, "epochs": epochs,
-                         "dev_rr10": dev_score(config, student, teacher),
-                         "train_s": time.perf_counter() - start})
+                         **dev_scores(config, student, teacher), "train_s": train_s})
             print(rows[-1], flush=True)
     return pd.DataFrame(rows)
 
@@ -62,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     table = sweep(args.layers, args.lrs, args.method, args.epochs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.exists():  # extend an earlier sweep; a repeated point replaces the old one
+        table = pd.concat([pd.read_csv(args.out), table], ignore_index=True)
+        keys = ["layers", "method", "lr", "epochs"]
+        table = table.drop_duplicates(keys, keep="last").sort_values(keys, na_position="first")
     table.to_csv(args.out, index=False)
     print(table.to_string(index=False))
     return 0
