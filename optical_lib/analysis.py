@@ -159,3 +159,13 @@ def answer(study: Study, regression: pd.DataFrame | None, metric: str = "RR@10",
         verdict = "neither effect is distinguishable from zero at this sample size"
     return {**out, "size_effect": fmt(size), "diversity_effect": fmt(div), "verdict": verdict,
             "n_runs": str(int(coef["n"].iloc[0]))}
+
+
+def tuning_table(results_dir: str | Path = "results") -> pd.DataFrame | None:
+    """The development-language sweep written by ``python -m optical_lib.tune`` (or None)."""
+    path = Path(results_dir) / "tuning.csv"
+    if not path.exists():
+        return None
+    table = pd.read_csv(path).sort_values(["layers", "method", "lr"], na_position="first")
+    columns = [c for c in ("dev_rr10", "dev_rr10_teacher_docs", "train_s") if c in table]
+    return table.set_index(["layers", "method", "lr"])[columns].round(3)

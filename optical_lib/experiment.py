@@ -37,10 +37,12 @@ from .paths import cache_dir
 from .retrieval import encode_corpus, encode_queries, run_from_topk, search
 
 PROFILES = ("offline", "webfaq")
+TRAINING_FIELDS = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_size", "eps",
+                   "sinkhorn_iters", "max_length")
 SUITES = ("tatoeba", "xquad-r")
 #: Learning rate per student depth, chosen on the development languages
 #: (``python -m optical_lib.tune``; the book's method page shows the sweep).
-DEFAULT_LR = {12: 5e-5, 6: 2e-4, 3: 5e-4, 2: 5e-4}
+DEFAULT_LR = {12: 5e-5, 6: 5e-4, 3: 1e-3, 2: 2e-3}
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,15 @@ class ExperimentConfig:
 
     @property
     def run_id(self) -> str:
-        """A content hash of every parameter: one id per setting."""
-        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        """A content hash of every parameter that affects the result: one id per setting.
+
+        The zero-shot baseline trains nothing, so the training parameters are left out of
+        its hash (the same baseline serves every grid that contains it).
+        """
+        params = self.to_dict()
+        if self.method == "none":
+            params = {k: v for k, v in params.items() if k not in TRAINING_FIELDS}
+        blob = json.dumps(params, sort_keys=True).encode()
         slug = f"L{self.layers}-{self.method}-k{self.k_langs if self.method != 'none' else 0}"
         return f"{slug}-s{self.seed}-{hashlib.sha256(blob).hexdigest()[:8]}"
 
@@ -223,13 +232,13 @@ def corpus_embeddings(encoder: Encoder, corpus: dict[str, str],
                       prefix: str = "passage: ") -> tuple[list[str], torch.Tensor]:
     """Encode a corpus, caching on disk when the encoder's weights are pristine."""
     if encoder.cache_key is None:
-        return encode_corpus(encoder, corpus, prefix)
+        return encode_corpus(encoder, corpus, prefix, progress=False)
     path = (cache_dir() / "embeddings" / encoder.cache_key /
             f"{_corpus_digest(corpus)}-{prefix.strip(': ')}.pt")
     if path.exists():
         saved = torch.load(path)
         return saved["doc_ids"], saved["emb"]
-    doc_ids, emb = encode_corpus(encoder, corpus, prefix)
+    doc_ids, emb = encode_corpus(encoder, corpus, prefix, progress=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"doc_ids": doc_ids, "emb": emb}, tmp)
@@ -294,7 +303,7 @@ def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encode
         runs = {suffix: {} for suffix in doc_encoders}
         corpus_memo: dict[tuple[int, str], tuple[list[str], torch.Tensor]] = {}
         for task in suite_tasks:
-            qids, q_emb = encode_queries(student, task.queries)
+            qids, q_emb = encode_queries(student, task.queries, progress=False)
             for suffix, doc_encoder in doc_encoders.items():
                 key = (id(doc_encoder), _corpus_digest(task.corpus))
                 if key not in corpus_memo:  # XQuAD-R tasks share one English corpus

@@ -59,6 +59,10 @@ def test_parameters_resolve_to_one_frozen_config():
     with pytest.raises(ValueError, match=r"Unknown parameter\(s\) \['k'\]"):
         ExperimentConfig.from_parameters(k=3)
     assert config.distill_config().lr == DEFAULT_LR[6]
+    # the zero-shot baseline trains nothing: training parameters do not change its id
+    none = ExperimentConfig(method="none", layers=6)
+    assert none.run_id == ExperimentConfig(method="none", layers=6, lr=1.0, k_langs=2).run_id
+    assert none.run_id != ExperimentConfig(method="none", layers=6, seed=1).run_id
 
 
 def test_training_sample_never_holds_evaluation_or_dev_languages():
