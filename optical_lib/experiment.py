@@ -42,7 +42,7 @@ TRAINING_FIELDS = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_si
 SUITES = ("tatoeba", "xquad-r")
 #: Learning rate per student depth, chosen on the development languages
 #: (``python -m optical_lib.tune``; the book's method page shows the sweep).
-DEFAULT_LR = {12: 5e-5, 6: 5e-4, 3: 1e-3, 2: 2e-3}
+DEFAULT_LR = {12: 2e-4, 6: 5e-4, 3: 1e-3, 2: 2e-3}
 
 
 @dataclass(frozen=True)
