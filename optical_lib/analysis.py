@@ -14,6 +14,9 @@ import pandas as pd
 from .evaluate import PER_QUERY_COLUMNS, compare_systems, read_results
 
 
+METHOD_NAMES = {"none": "zero-shot", "mse": "sentence MSE", "optical": "OPTICAL"}
+
+
 @dataclass
 class Study:
     """The result table of one grid profile and where its per-query files live."""
@@ -56,6 +59,16 @@ def settings_table(study: Study, metric: str = "RR@10") -> pd.DataFrame:
     return out.reset_index().sort_values(keys)
 
 
+def class_table(study: Study, metric: str = "RR@10", task: str = "tatoeba") -> pd.DataFrame:
+    """Macro metric within each resource class of the evaluation languages, per setting
+    (mean over seeds); columns are the classes (``unknown`` where none could be sourced)."""
+    df = study.summary[(study.summary["scope"] == "class") & (study.summary["metric"] == metric)
+                       & (study.summary["task"] == task)].copy()
+    df["k_langs"] = df["k_langs"].fillna(0).astype(int)
+    return df.pivot_table(index=["method", "layers", "k_langs"], columns="resource_class",
+                          values="value", aggfunc="mean").round(3)
+
+
 def versus_baseline(study: Study, metric: str = "RR@10", task: str = "tatoeba",
                     n_perm: int = 10000) -> pd.DataFrame:
     """Paired per-language tests of each distilled run against the same-depth zero-shot
@@ -85,13 +98,15 @@ def versus_baseline(study: Study, metric: str = "RR@10", task: str = "tatoeba",
 
 
 def win_loss(tests: pd.DataFrame) -> pd.DataFrame:
-    """Count significant gains and losses (Holm, randomisation test) per setting."""
+    """Count significant gains and losses (Holm, randomisation test) per setting, over its
+    languages and seeds (``tests`` = languages x seeds)."""
     if tests.empty:
         return tests
     t = tests.assign(win=tests["reject"] & (tests["diff"] > 0),
                      loss=tests["reject"] & (tests["diff"] < 0))
     return (t.groupby(["method", "layers", "k_langs"])
-            .agg(languages=("lang", "nunique"), mean_gain=("diff", "mean"),
+            .agg(languages=("lang", "nunique"), seeds=("seed", "nunique"),
+                 tests=("lang", "size"), mean_gain=("diff", "mean"),
                  significant_gains=("win", "sum"), significant_losses=("loss", "sum"))
             .reset_index())
 
@@ -131,7 +146,8 @@ def answer(study: Study, regression: pd.DataFrame | None, metric: str = "RR@10",
     base = table[(table["method"] == "none") & (table["layers"] == best["layers"])]
     out = {
         "profile": study.profile,
-        "best_setting": f"L{int(best['layers'])}, k = {int(best['k_langs'])}",
+        "best_setting": f"{METHOD_NAMES.get(best['method'], best['method'])}, "
+                        f"L{int(best['layers'])}, k = {int(best['k_langs'])}",
         "best_value": f"{best['mean']:.3f}",
         "best_baseline": f"{base['mean'].iloc[0]:.3f}" if len(base) else "n/a",
     }

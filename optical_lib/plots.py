@@ -3,6 +3,7 @@ matplotlib ``Figure``; notebooks only call them."""
 
 from __future__ import annotations
 
+import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -80,7 +81,10 @@ def curves_vs_params(summary: pd.DataFrame, metric: str = "RR@10",
         ax.errorbar(means.index, means["mean"], yerr=means["std"].fillna(0), marker="o",
                     capsize=2, label=label, ls="-" if method == "optical" else ":")
     ax.set_xscale("log")
-    ax.set(xlabel="non-embedding parameters (log)", ylabel=f"macro {metric}", title=task)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1e6:.1f}M"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(sorted(df["nonemb_params"].unique()))
+    ax.set(xlabel="non-embedding parameters (log scale)", ylabel=f"macro {metric}", title=task)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig

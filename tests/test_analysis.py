@@ -57,7 +57,7 @@ def test_regression_recovers_known_slopes(tmp_path):
     answer = analysis.answer(study, reg.reset_index())
     assert answer["verdict"] == (
         "both effects are non-zero; per doubling, model size has the larger one")
-    assert answer["profile"] == "synthetic" and answer["best_setting"] == "L12, k = 64"
+    assert answer["profile"] == "synthetic" and answer["best_setting"] == "OPTICAL, L12, k = 64"
 
 
 def test_diversity_only_and_no_effect_verdicts(tmp_path):
@@ -75,6 +75,7 @@ def test_versus_baseline_finds_the_gains(tmp_path):
     assert set(tests["lang"]) == {"swh", "amh"}
     table = analysis.win_loss(tests).set_index(["layers", "k_langs"])
     assert table.loc[(3, 64), "significant_gains"] == 2  # +0.35 on 50 queries
+    assert (table["tests"] == 2).all()
     assert table.loc[(3, 64), "mean_gain"] > table.loc[(3, 1), "mean_gain"] + 0.2
     assert (table["significant_losses"] == 0).all()
 
