@@ -13,7 +13,6 @@ import pandas as pd
 
 from .evaluate import PER_QUERY_COLUMNS, compare_systems, read_results
 
-
 METHOD_NAMES = {"none": "zero-shot", "mse": "sentence MSE", "optical": "OPTICAL"}
 
 
