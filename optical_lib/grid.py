@@ -14,8 +14,8 @@ Profiles (``--profile``):
   Tatoeba and XQuAD-R.
 
 Each setting has a run id (a content hash of its parameters). A setting whose
-``results/runs/<run_id>/results.json`` exists is skipped, so the grid can be killed and
-restarted without losing finished runs. A notebook executes into a temporary file that
+``results/runs/<run_id>/results.json`` and ``book/runs/<run_id>.ipynb`` both exist is
+skipped, so the grid can be killed and restarted without losing finished runs. A notebook executes into a temporary file that
 is moved to ``book/runs/<run_id>.ipynb`` only when it succeeded; a failed setting is
 recorded in ``results/failures.json`` (its partial notebook kept under
 ``results/failed/``) and the grid goes on. At the end ``results/summary.{csv,parquet}``
@@ -117,7 +117,10 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
     for config in configs:  # every setting is checked before the first one runs
         validate(config)
     runs_dir = results_dir / "runs"
-    done = [(runs_dir / c.run_id / "results.json").exists() for c in configs]
+    # finished = results written AND the executed notebook in place (a kill between the two
+    # would otherwise leave a result without its page in the book)
+    done = [(runs_dir / c.run_id / "results.json").exists()
+            and (notebooks_dir / f"{c.run_id}.ipynb").exists() for c in configs]
     status = pd.DataFrame({"run_id": [c.run_id for c in configs],
                            "title": [title_of(c) for c in configs],
                            "state": ["done" if d else "pending" for d in done]})

@@ -92,6 +92,10 @@ def test_grid_skips_finished_records_failures_and_resumes(tmp_path, fake_templat
     table = pd.read_parquet(results / "summary.parquet")
     assert sorted(table["run_id"]) == sorted(ids)
     assert json.loads((results / "grid.json").read_text())["run_ids"] == ids
+    # killed between writing the results and moving the notebook: the setting is rerun
+    (notebooks / f"{ids[1]}.ipynb").unlink()
+    again = grid.run_grid("x", results, notebooks, dry_run=True, progress=False)
+    assert again["state"].tolist() == ["done", "pending", "done"]
 
 
 @pytest.mark.slow
