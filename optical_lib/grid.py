@@ -15,8 +15,9 @@ Profiles (``--profile``):
 
 Each setting has a run id (a content hash of its parameters). A setting whose
 ``results/runs/<run_id>/results.json`` and ``book/runs/<run_id>.ipynb`` both exist is
-skipped, so the grid can be killed and restarted without losing finished runs. A notebook executes into a temporary file that
-is moved to ``book/runs/<run_id>.ipynb`` only when it succeeded; a failed setting is
+skipped, so the grid can be killed and restarted without losing finished runs. A notebook
+executes into a temporary file that is moved to ``book/runs/<run_id>.ipynb`` only when it
+succeeded; a failed setting is
 recorded in ``results/failures.json`` (its partial notebook kept under
 ``results/failed/``) and the grid goes on. At the end ``results/summary.{csv,parquet}``
 holds every result row of the profile::
