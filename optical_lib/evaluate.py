@@ -722,8 +722,10 @@ def evaluate_runs(
     tasks : tasks of one suite, one per query language
     run_meta : dict with :data:`RUN_META_KEYS`
     suite : str, optional
-        If given, macro rows (all languages, and per class with ``lang_class``) are added
-        with this ``task`` value.
+        If given, every row (per language, macro, per class, per query) gets this ``task``
+        value, so one suite is one ``task`` and ``query_lang`` tells the languages apart;
+        macro rows (all languages, and per class with ``lang_class``) are added. Without it,
+        rows carry their ``task.name`` and no macro rows are made.
 
     Returns
     -------
@@ -749,6 +751,8 @@ def evaluate_runs(
         per_lang[task.query_lang] = ev["per_query"]
         doc_langs.add(task.doc_lang)
     if suite is not None and per_lang:
+        for row in rows + pq_rows:
+            row["task"] = suite
         doc_lang = doc_langs.pop() if len(doc_langs) == 1 else "*"
         rows += macro_rows(run_meta, suite, per_lang, lang_class, doc_lang, n_boot, seed, alpha)
     return rows, pq_rows

@@ -304,8 +304,9 @@ def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encode
         corpus_memo: dict[tuple[int, str], tuple[list[str], torch.Tensor]] = {}
         for task in suite_tasks:
             qids, q_emb = encode_queries(student, task.queries, progress=False)
+            digest = _corpus_digest(task.corpus)
             for suffix, doc_encoder in doc_encoders.items():
-                key = (id(doc_encoder), _corpus_digest(task.corpus))
+                key = (id(doc_encoder), digest)
                 if key not in corpus_memo:  # XQuAD-R tasks share one English corpus
                     corpus_memo[key] = corpus_embeddings(doc_encoder, task.corpus)
                 doc_ids, d_emb = corpus_memo[key]
@@ -314,8 +315,6 @@ def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encode
         for suffix, suite_runs in runs.items():
             r, pq = evaluate_runs(suite_runs, suite_tasks, meta, suite=suite + suffix,
                                   lang_class=classes, n_boot=n_boot, seed=config.seed)
-            for row in r + pq:
-                row["task"] = suite + suffix
             rows += r
             per_query += pq
     return rows, per_query

@@ -363,6 +363,7 @@ def test_evaluate_runs_end_to_end():
     assert ap[("language", "swh")] == 0.5 and ap[("language", "khm")] == 0.0
     assert ap[("macro", "*")] == 0.25
     assert len(pq) == 4 * 3 and set(PER_QUERY_COLUMNS) <= set(pq[0])
+    assert set(df["task"]) == {"tatoeba"} and {r["task"] for r in pq} == {"tatoeba"}
     with pytest.raises(ValueError, match="no run for task"):
         evaluate_runs({}, [t1], META)
 
