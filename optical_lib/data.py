@@ -42,7 +42,7 @@ Decisions (zero-shot guarantee)
   arq, arz for Arabic; yue, wuu for Chinese; ``ber`` -- Tatoeba's collective Berber code, of
   which Kabyle is a member). Closely related but distinct languages (urd~hin, gle~gla, glg~spa,
   ukr~rus, ...) stay in the pool; the per-language analysis can look at them.
-  English is never a source language. That leaves 84 languages, 66037 pairs.
+  English is never a source language. That leaves 81 languages, 64,684 pairs.
 * Nothing is held out *within* a training language: its whole Tatoeba file is training data,
   and evaluation uses held-out languages only. (So a model trained here must not be scored on
   the Tatoeba test sets of its training languages.) The *English* side of the test sets
@@ -52,7 +52,7 @@ Decisions (zero-shot guarantee)
   ``training_pool(drop_eval_english=True)`` removes those pairs for a stricter control
   (82 languages, 60954 pairs; gsw and tzl fall below min_pairs).
 * **min_pairs** = :data:`DEFAULT_MIN_PAIRS` = 100: the smallest training language (tzl) has
-  104 lines, so all 84 qualify, and the DESIGN grid k <= 64 needs only ceil(N / 64) pairs per
+  104 lines, so all 81 qualify, and the DESIGN grid k <= 64 needs only ceil(N / 64) pairs per
   language. The binding limit is the other end: Tatoeba files have at most 1000 lines, so a
   fixed budget N must satisfy N <= 1000 for k = 1 (and N <= 2 * 1000 for k = 2 ...).
   :func:`max_budget` computes the largest feasible N for a set of k; for the pool it is 1000.
@@ -172,7 +172,8 @@ def _base(data_dir: str | Path | None) -> Path:
     return _default_data_dir() if data_dir is None else Path(data_dir)
 
 
-def _norm(lang: str) -> str:
+def normalize_code(lang: str) -> str:
+    """A language code as the loaders compare it: stripped and lower-cased (``' SWH'`` -> ``swh``)."""
     return str(lang).strip().lower()
 
 
@@ -213,7 +214,7 @@ def language_table():
 
 def language_info(code: str) -> dict[str, Any]:
     """One row of :func:`language_table` as a plain dict (``joshi_class``/``xlmr`` may be None)."""
-    code = _norm(code)
+    code = normalize_code(code)
     rows = {r["iso639_3"]: r for r in _language_rows()}
     if code not in rows:
         raise _unknown(code, "languages.csv", rows)
@@ -256,7 +257,7 @@ def _read_lines(path: Path) -> list[str]:
 
 
 def _tatoeba_files(lang: str, data_dir: str | Path | None) -> tuple[Path, Path]:
-    lang = _norm(lang)
+    lang = normalize_code(lang)
     available = tatoeba_languages(data_dir)
     if lang not in available:
         raise _unknown(lang, "Tatoeba", available)
@@ -276,7 +277,7 @@ def tatoeba_bitext(lang: str, data_dir: str | Path | None = None) -> list[Bitext
             f"Tatoeba files are not line-aligned: {src_path} has {len(src)} lines but "
             f"{eng_path} has {len(eng)} lines. Re-fetch them (python -m optical_lib.fetch)."
         )
-    code = _norm(lang)
+    code = normalize_code(lang)
     return [BitextPair(s, e, code, "eng") for s, e in zip(src, eng, strict=True)]
 
 
@@ -287,7 +288,7 @@ def tatoeba_task(lang: str, data_dir: str | Path | None = None) -> RetrievalTask
     to each other only (the LASER/XTREME protocol; i is 0-based).
     """
     pairs = tatoeba_bitext(lang, data_dir)
-    code = _norm(lang)
+    code = normalize_code(lang)
     queries = {f"tatoeba-{code}-q{i}": p.src_text for i, p in enumerate(pairs)}
     corpus = {f"tatoeba-{code}-d{i}": p.tgt_text for i, p in enumerate(pairs)}
     qrels = {f"tatoeba-{code}-q{i}": {f"tatoeba-{code}-d{i}": 1} for i in range(len(pairs))}
@@ -319,7 +320,7 @@ XQUAD_R_QUERY_LANGS: tuple[str, ...] = tuple(c for c in XQUAD_R_LANGS if c != "e
 
 def _xquad_codes(lang: str) -> tuple[str, str]:
     """(file code, ISO 639-3) for ``lang`` given either way (``"ar"`` or ``"ara"``)."""
-    lang = _norm(lang)
+    lang = normalize_code(lang)
     to_file = {v: k for k, v in XQUAD_R_CODES.items()}
     if lang in XQUAD_R_CODES:
         return lang, XQUAD_R_CODES[lang]
@@ -505,7 +506,7 @@ def _bible_file(lang: str, data_dir: str | Path | None) -> tuple[str, Path]:
     if str(lang) in by_stem:
         rows = [by_stem[str(lang)]]
     else:
-        rows = [r for r in meta if r["ISO_639-3"] == _norm(lang)]
+        rows = [r for r in meta if r["ISO_639-3"] == normalize_code(lang)]
         present = [r for r in rows if (folder / r["Filename"]).is_file()]
         if rows and not present:
             files = ", ".join(r["Filename"] for r in rows)
@@ -608,7 +609,7 @@ OFFLINE_HINT = (
 
 def webfaq_code(lang: str) -> str:
     """WebFAQ's code for an ISO 639-3 ``lang`` (``pes`` -> ``fas``, ``cmn`` -> ``zho``, ...)."""
-    lang = _norm(lang)
+    lang = normalize_code(lang)
     return WEBFAQ_CODES.get(lang, lang)
 
 
@@ -981,13 +982,13 @@ def sample_bitext(
         raise ValueError(f"k must be a positive integer, not {k!r}")
     if not isinstance(budget, int) or budget < k:
         raise ValueError(f"budget ({budget!r}) must be an integer >= k ({k}): one pair a language")
-    excluded = {_norm(x) for x in exclude}
-    hit = sorted(lang for lang in pool if _norm(lang) in excluded)
+    excluded = {normalize_code(x) for x in exclude}
+    hit = sorted(lang for lang in pool if normalize_code(lang) in excluded)
     if hit and on_excluded == "error":
         raise ValueError(f"The pool contains excluded (evaluation) languages: {', '.join(hit)}")
     if on_excluded not in ("drop", "error"):
         raise ValueError(f"on_excluded must be 'drop' or 'error', not {on_excluded!r}")
-    candidates = sorted(lang for lang in pool if _norm(lang) not in excluded)
+    candidates = sorted(lang for lang in pool if normalize_code(lang) not in excluded)
     if k > len(candidates):
         raise ValueError(
             f"k={k} exceeds the {len(candidates)} languages available"
@@ -1012,7 +1013,7 @@ def sample_bitext(
         random.Random(f"{seed}:{lang}").shuffle(order)
         for i in order[: shares[lang]]:
             pair = pool[lang][i]
-            if pair.src_lang != lang or _norm(pair.src_lang) in excluded:
+            if pair.src_lang != lang or normalize_code(pair.src_lang) in excluded:
                 raise ValueError(
                     f"Pool entry {lang!r} holds a pair with src_lang {pair.src_lang!r}"
                 )
@@ -1040,9 +1041,9 @@ def max_budget(
     """Largest budget N that :func:`sample_bitext` accepts for every k in ``ks``:
     min over k of k * (k-th largest language size), since each of k languages needs
     ceil(N / k) pairs."""
-    excluded = {_norm(x) for x in exclude}
+    excluded = {normalize_code(x) for x in exclude}
     sizes = sorted(
-        (len(v) for lang, v in pool.items() if _norm(lang) not in excluded), reverse=True
+        (len(v) for lang, v in pool.items() if normalize_code(lang) not in excluded), reverse=True
     )
     ks = list(ks)
     if any(k < 1 or k > len(sizes) for k in ks):
@@ -1091,7 +1092,7 @@ def training_pool(
     ``drop_eval_english`` also removes pairs whose English sentence is an English candidate
     of a Tatoeba evaluation task (:data:`EVAL_LANGS_TATOEBA`); ``min_pairs`` applies after.
     """
-    excluded = {_norm(x) for x in exclude}
+    excluded = {normalize_code(x) for x in exclude}
     banned: set[str] = set()
     if drop_eval_english:
         for lang in EVAL_LANGS_TATOEBA:

@@ -43,7 +43,13 @@ from tqdm import tqdm
 from .models import QUERY_PREFIX, Encoder, load_encoder, mean_pool
 from .ot import ot_alignment_loss
 
-METHODS = ("optical", "mse", "none")
+#: The distillation methods and how the book names them (the one table every module uses).
+METHOD_LABELS: dict[str, str] = {
+    "none": "zero-shot",
+    "mse": "sentence MSE",
+    "optical": "centred OPTICAL",
+}
+METHODS = tuple(METHOD_LABELS)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from .paths import cache_dir
 from .retrieval import encode_corpus, encode_queries, run_from_topk, search
 
 PROFILES = ("offline", "webfaq")
+#: Parameters that say how a setting is computed, not what: left out of the run id.
+EXECUTION_FIELDS = ("threads",)
 TRAINING_FIELDS = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_size", "eps",
                    "sinkhorn_iters", "max_length")
 SUITES = ("tatoeba", "xquad-r")
@@ -71,6 +73,9 @@ class ExperimentConfig:
     sinkhorn_iters: int = 50
     max_length: int = 64
     n_boot: int = 1000  # bootstrap resamples for the confidence intervals
+    #: torch intra-op threads for this setting (None: leave torch's default). Not part of the
+    #: run id; recorded in setting.json next to every timing.
+    threads: int | None = None
 
     def __post_init__(self):
         for name in ("eval_tatoeba", "eval_xquad", "train_langs", "eval_webfaq"):
@@ -108,7 +113,7 @@ class ExperimentConfig:
         The zero-shot baseline trains nothing, so the training parameters are left out of
         its hash (the same baseline serves every grid that contains it).
         """
-        params = self.to_dict()
+        params = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
         if self.method == "none":
             params = {k: v for k, v in params.items() if k not in TRAINING_FIELDS}
         blob = json.dumps(params, sort_keys=True).encode()
@@ -151,7 +156,7 @@ def validate(config: ExperimentConfig) -> None:
     if bad:
         raise ValueError(f"Unknown Tatoeba evaluation language(s) {bad} "
                          f"(available: {', '.join(sorted(known))})")
-    bad = [lang for lang in c.eval_xquad if data._norm(lang) not in data.XQUAD_R_QUERY_LANGS
+    bad = [lang for lang in c.eval_xquad if data.normalize_code(lang) not in data.XQUAD_R_QUERY_LANGS
            and lang not in data.XQUAD_R_CODES]
     if bad:
         raise ValueError(f"Unknown XQuAD-R query language(s) {bad} "
