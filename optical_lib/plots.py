@@ -1,16 +1,81 @@
-"""Figures of the study (seaborn). Each function takes the tidy result table and returns a
-matplotlib ``Figure``; notebooks only call them."""
+"""Figures of the study (matplotlib + seaborn). Each function takes the tidy result table and
+returns a matplotlib ``Figure``; notebooks only call them.
+
+Style is not global state: importing this module changes no matplotlib setting. Every figure
+function draws inside :func:`style`, a context manager with the study's theme (seaborn
+"whitegrid", one colour palette, 150 dpi on screen, 200 dpi when saved); use it around your own
+figures to match them. Method names come from :data:`optical_lib.distill.METHOD_LABELS` and
+languages are shown as ``"swh (Swahili)"`` (:func:`language_label`), in every figure.
+"""
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-sns.set_theme(style="whitegrid", context="notebook")
+from .data import language_info
+from .distill import METHOD_LABELS
+
 METHOD_ORDER = ["none", "mse", "optical"]
-METHOD_LABEL = {"none": "zero-shot", "mse": "sentence MSE", "optical": "OPTICAL"}
+METHOD_LABEL = METHOD_LABELS  # old name, kept as an alias: one label set for the whole study
+
+#: The categorical palette of every figure (colour-blind safe).
+PALETTE = sns.color_palette("colorblind")
+#: One colour per method, the same in every figure.
+METHOD_COLORS = {"none": "0.35", "mse": PALETTE[1], "optical": PALETTE[0]}
+#: Colour map for ordered quantities (student depth L, number of languages k).
+SEQUENTIAL_CMAP = "viridis"
+DPI, SAVE_DPI = 150, 200
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """The study's figure style, applied only inside the ``with`` block.
+
+    >>> with style():
+    ...     fig, ax = plt.subplots()
+    """
+    rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"),
+          "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
+          "figure.dpi": DPI, "savefig.dpi": SAVE_DPI, "savefig.bbox": "tight"}
+    with plt.rc_context(rc):
+        yield
+
+
+def _styled(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        with style():
+            return func(*args, **kwargs)
+    return wrapper
+
+
+@functools.cache
+def language_label(code: str) -> str:
+    """``"swh (Swahili)"`` for an ISO 639-3 code in ``languages.csv``; the code alone otherwise."""
+    try:
+        return f"{code} ({language_info(code)['name']})"
+    except ValueError:
+        return str(code)
+
+
+def method_label(method: str) -> str:
+    """The display name of a method (:data:`optical_lib.distill.METHOD_LABELS`)."""
+    return METHOD_LABELS.get(method, method)
+
+
+def _ordered_colors(values) -> dict:
+    """One colour per ordered value (depths, k), from :data:`SEQUENTIAL_CMAP`."""
+    values = sorted(values)
+    cmap = matplotlib.colormaps[SEQUENTIAL_CMAP]
+    n = max(1, len(values) - 1)
+    return {v: cmap(0.85 * i / n) for i, v in enumerate(values)}
 
 
 def _errorbars(ax, df: pd.DataFrame, x: str, y: str = "value") -> None:
@@ -19,37 +84,44 @@ def _errorbars(ax, df: pd.DataFrame, x: str, y: str = "value") -> None:
     ax.errorbar(df[x], df[y], yerr=[lo, hi], fmt="none", ecolor="0.3", capsize=2, lw=1)
 
 
+@_styled
 def loss_curve(history: pd.DataFrame, title: str = "") -> plt.Figure:
     """Training loss per step (parts as separate lines) with a rolling mean."""
     fig, ax = plt.subplots(figsize=(6, 3))
     parts = [c for c in ("ot", "mse") if c in history] or ["loss"]
+    colors = {"ot": METHOD_COLORS["optical"], "mse": METHOD_COLORS["mse"], "loss": PALETTE[2]}
+    names = {"ot": "OT term", "mse": "MSE term", "loss": "loss"}
     for part in parts:
-        ax.plot(history["step"], history[part], alpha=0.3, lw=1)
+        ax.plot(history["step"], history[part], alpha=0.3, lw=1, color=colors[part])
         window = max(1, len(history) // 20)
         ax.plot(history["step"], history[part].rolling(window, min_periods=1).mean(),
-                label=part, lw=2)
+                label=names[part], lw=2, color=colors[part])
     ax.set(xlabel="step", ylabel="loss", title=title or "Distillation loss")
     ax.legend()
     fig.tight_layout()
     return fig
 
 
+@_styled
 def per_language(results: pd.DataFrame, metric: str = "RR@10", title: str = "") -> plt.Figure:
     """Per-language bars with 95% bootstrap CIs, one panel per task suite."""
     df = results[(results["scope"] == "language") & (results["metric"] == metric)]
     suites = sorted(df["task"].unique())
-    fig, axes = plt.subplots(1, len(suites), figsize=(5 * len(suites), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(suites), figsize=(5 * len(suites), 3.6), squeeze=False)
     for ax, suite in zip(axes[0], suites, strict=True):
         part = df[df["task"] == suite].sort_values("value").reset_index(drop=True)
-        ax.bar(part["query_lang"], part["value"], color=sns.color_palette()[0])
-        _errorbars(ax, part, "query_lang")
-        ax.set(title=suite, ylabel=metric, ylim=(0, 1))
+        part["language"] = part["query_lang"].map(language_label)
+        ax.bar(part["language"], part["value"], color=PALETTE[0])
+        _errorbars(ax, part, "language")
+        ax.set(title=suite, xlabel="query language", ylabel=metric, ylim=(0, 1))
         ax.tick_params(axis="x", rotation=60)
+        plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
 
 
+@_styled
 def heatmap(summary: pd.DataFrame, metric: str = "RR@10", task: str = "tatoeba",
             method: str = "optical") -> plt.Figure:
     """Mean over seeds of the macro metric over student depth x number of languages k."""
@@ -58,14 +130,15 @@ def heatmap(summary: pd.DataFrame, metric: str = "RR@10", task: str = "tatoeba",
     table = df.pivot_table(index="layers", columns="k_langs", values="value", aggfunc="mean")
     table = table.sort_index(ascending=False)
     fig, ax = plt.subplots(figsize=(1.1 * max(3, table.shape[1]) + 1.5, 3.2))
-    sns.heatmap(table, annot=True, fmt=".3f", cmap="viridis", ax=ax,
+    sns.heatmap(table, annot=True, fmt=".3f", cmap=SEQUENTIAL_CMAP, ax=ax,
                 cbar_kws={"label": f"macro {metric}"})
     ax.set(xlabel="training languages k (fixed budget)", ylabel="student layers L",
-           title=f"{task}: {METHOD_LABEL.get(method, method)}, mean over seeds")
+           title=f"{task}: {method_label(method)}, mean over seeds")
     fig.tight_layout()
     return fig
 
 
+@_styled
 def curves_vs_params(summary: pd.DataFrame, metric: str = "RR@10",
                      task: str = "tatoeba") -> plt.Figure:
     """Macro metric against non-embedding parameters, one line per k (and the baseline)."""
@@ -73,13 +146,16 @@ def curves_vs_params(summary: pd.DataFrame, metric: str = "RR@10",
                  & (summary["scope"] == "macro")]
     fig, ax = plt.subplots(figsize=(6, 3.6))
     base = df[df["method"] == "none"].groupby("nonemb_params")["value"].mean()
-    ax.plot(base.index, base.values, "k--o", label="zero-shot")
+    ax.plot(base.index, base.values, "--o", color=METHOD_COLORS["none"],
+            label=method_label("none"))
     distilled = df[df["method"] != "none"]
+    k_colors = _ordered_colors(distilled["k_langs"].dropna().unique())
     for (method, k), part in distilled.groupby(["method", "k_langs"]):
         means = part.groupby("nonemb_params")["value"].agg(["mean", "std", "count"])
-        label = f"{METHOD_LABEL.get(method, method)}, k={int(k)}"
+        label = f"{method_label(method)}, k={int(k)}"
         ax.errorbar(means.index, means["mean"], yerr=means["std"].fillna(0), marker="o",
-                    capsize=2, label=label, ls="-" if method == "optical" else ":")
+                    capsize=2, label=label, color=k_colors[k],
+                    ls="-" if method == "optical" else ":")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x / 1e6:.1f}M"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -90,17 +166,22 @@ def curves_vs_params(summary: pd.DataFrame, metric: str = "RR@10",
     return fig
 
 
+@_styled
 def methods_compare(summary: pd.DataFrame, metric: str = "RR@10") -> plt.Figure:
     """Macro metric per method and depth, one panel per task suite (seeds as points)."""
     df = summary[(summary["metric"] == metric) & (summary["scope"] == "macro")].copy()
-    df["method"] = pd.Categorical(df["method"], [m for m in METHOD_ORDER if m in set(df.method)])
+    present = [m for m in METHOD_ORDER if m in set(df["method"])]
+    labels = [method_label(m) for m in present]
+    df["method"] = pd.Categorical(df["method"].map(method_label), labels)
     grid = sns.catplot(df, x="layers", y="value", hue="method", col="task", kind="point",
                        dodge=0.3, errorbar=("ci", 95), height=3.2, aspect=1.2,
-                       linestyle="none", capsize=0.1)
+                       linestyle="none", capsize=0.1,
+                       palette={method_label(m): METHOD_COLORS[m] for m in present})
     grid.set_axis_labels("student layers L", f"macro {metric}")
     return grid.figure
 
 
+@_styled
 def language_strip(results: pd.DataFrame, metric: str = "RR@10",
                    task: str = "tatoeba") -> plt.Figure:
     """Per-language values of every distilled setting relative to the same-depth baseline."""
@@ -110,17 +191,20 @@ def language_strip(results: pd.DataFrame, metric: str = "RR@10",
     dist = df[df["method"] != "none"].copy()
     keys = list(zip(dist["layers"], dist["query_lang"], strict=True))
     dist["gain"] = dist["value"].to_numpy() - base.reindex(keys).to_numpy()
-    order = dist.groupby("query_lang")["gain"].mean().sort_values().index
-    fig, ax = plt.subplots(figsize=(7, 3.4))
-    sns.stripplot(dist, x="query_lang", y="gain", hue="layers", order=order, dodge=True,
-                  palette="viridis", ax=ax, size=4)
+    dist["language"] = dist["query_lang"].map(language_label)
+    order = dist.groupby("language")["gain"].mean().sort_values().index
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    sns.stripplot(dist, x="language", y="gain", hue="layers", order=order, dodge=True,
+                  palette=_ordered_colors(dist["layers"].unique()), ax=ax, size=4)
     ax.axhline(0, color="k", lw=1)
     ax.set(xlabel="evaluation language", ylabel=f"{metric} gain over zero-shot", title=task)
     ax.tick_params(axis="x", rotation=60)
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    ax.legend(title="student layers L", fontsize=8)
     fig.tight_layout()
     return fig
 
 
 def close(fig) -> None:
+    """Close a figure (or ``"all"``), as :func:`matplotlib.pyplot.close`."""
     plt.close(fig)
-
