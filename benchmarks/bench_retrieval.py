@@ -102,7 +102,7 @@ def bench_encoding(
     layers: Sequence[int] = (12, 3),
     n_sentences: int = 512,
     batch_size: int = 64,
-    prefix: str = "query: ",
+    prompt_name: str = "query",
     repeats: int = 1,
 ) -> list[dict]:
     """Encoding throughput of ``encoder_factory(L).encode`` for each depth ``L``.
@@ -142,9 +142,9 @@ def bench_encoding(
     rows = []
     for n_layers in layers:
         enc = encoder_factory(n_layers)
-        enc.encode(texts[:batch_size], prefix=prefix, batch_size=batch_size, progress=False)
+        enc.encode(texts[:batch_size], prompt_name, batch_size=batch_size, progress=False)
         seconds = _best_time(
-            lambda enc=enc: enc.encode(texts, prefix=prefix, batch_size=batch_size, progress=False),
+            lambda enc=enc: enc.encode(texts, prompt_name, batch_size=batch_size, progress=False),
             repeats,
         )
         rows.append(

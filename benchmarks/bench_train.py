@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    pairs = training_sample(ExperimentConfig(k_langs=8, budget=512, seed=0)).pairs
+    pairs = training_sample(ExperimentConfig.from_parameters(k_langs=8, budget=512, seed=0)).pairs
     rows = []
     teacher = None
     for depth in args.layers:

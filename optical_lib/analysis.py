@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .evaluate import PER_QUERY_COLUMNS, compare_systems, read_results
-
-METHOD_NAMES = {"none": "zero-shot", "mse": "sentence MSE", "optical": "OPTICAL"}
+from .distill import METHOD_LABELS
+from .evaluate import PER_QUERY_COLUMNS, aggregate_seeds, compare_systems, read_results
+from .layout import ResultsLayout
 
 
 @dataclass
 class Study:
     """The result table of one grid profile and where its per-query files live."""
 
-    results_dir: Path
+    layout: ResultsLayout
     profile: str
     summary: pd.DataFrame
 
@@ -29,33 +29,34 @@ class Study:
         return self.summary[self.summary["scope"] == "macro"]
 
     def per_query(self, run_id: str) -> pd.DataFrame:
-        path = self.results_dir / "runs" / run_id / "per_query.parquet"
-        return read_results(path, columns=PER_QUERY_COLUMNS)
+        return read_results(self.layout.per_query_file(run_id), columns=PER_QUERY_COLUMNS)
 
 
-def load_study(results_dir: str | Path = "results") -> Study:
-    """Read ``summary.parquet`` and ``grid.json`` written by :func:`optical_lib.grid.run_grid`."""
-    results_dir = Path(results_dir)
-    summary_path = results_dir / "summary.parquet"
+def load_study(results_dir: str | Path = "results", profile: str = "medium") -> Study:
+    """Read the summary and ``grid.json`` of ``profile`` written by the grid
+    (:mod:`optical_lib.grid`) under ``results_dir``."""
+    layout = ResultsLayout(root=Path(results_dir))
+    summary_path = layout.summary(profile)
     if not summary_path.exists():
         raise FileNotFoundError(f"No {summary_path}: run the grid first "
-                                "(make grid, or python -m optical_lib.grid --profile quick)")
-    grid = json.loads((results_dir / "grid.json").read_text())
+                                f"(make grid PROFILE={profile}, or "
+                                f"python -m optical_lib.grid --profile {profile})")
+    grid = json.loads(layout.grid_file(profile).read_text())
     summary = pd.read_parquet(summary_path)
     summary = summary[summary["run_id"].isin(grid["run_ids"])].reset_index(drop=True)
-    return Study(results_dir, grid["profile"], summary)
+    return Study(layout, grid["profile"], summary)
 
 
 def settings_table(study: Study, metric: str = "RR@10") -> pd.DataFrame:
-    """Macro metric per suite for every setting: mean over seeds, [min, max] across seeds,
-    and the bootstrap CI when there is a single seed."""
-    df = study.macro[study.macro["metric"] == metric].copy()
-    df["k_langs"] = df["k_langs"].fillna(0).astype(int)
+    """Macro metric per suite for every setting: mean over seeds, its spread (std, min,
+    max) and t-interval across seeds (NaN with one seed; see
+    :func:`optical_lib.evaluate.seed_summary`)."""
+    df = study.macro[study.macro["metric"] == metric]
+    table = aggregate_seeds(df)
+    table["k_langs"] = table["k_langs"].fillna(0).astype(int)
     keys = ["task", "method", "layers", "nonemb_params", "k_langs"]
-    out = df.groupby(keys).agg(mean=("value", "mean"), lo=("ci_low", "mean"),
-                               hi=("ci_high", "mean"), seeds=("seed", "nunique"),
-                               seed_min=("value", "min"), seed_max=("value", "max"))
-    return out.reset_index().sort_values(keys)
+    columns = ["mean", "std", "min", "max", "ci_low", "ci_high", "n_seeds"]
+    return table[keys + columns].sort_values(keys).reset_index(drop=True)
 
 
 def class_table(study: Study, metric: str = "RR@10", task: str = "tatoeba") -> pd.DataFrame:
@@ -145,7 +146,7 @@ def answer(study: Study, regression: pd.DataFrame | None, metric: str = "RR@10",
     base = table[(table["method"] == "none") & (table["layers"] == best["layers"])]
     out = {
         "profile": study.profile,
-        "best_setting": f"{METHOD_NAMES.get(best['method'], best['method'])}, "
+        "best_setting": f"{METHOD_LABELS.get(best['method'], best['method'])}, "
                         f"L{int(best['layers'])}, k = {int(best['k_langs'])}",
         "best_value": f"{best['mean']:.3f}",
         "best_baseline": f"{base['mean'].iloc[0]:.3f}" if len(base) else "n/a",
@@ -178,7 +179,7 @@ def answer(study: Study, regression: pd.DataFrame | None, metric: str = "RR@10",
 
 def tuning_table(results_dir: str | Path = "results") -> pd.DataFrame | None:
     """The development-language sweep written by ``python -m optical_lib.tune`` (or None)."""
-    path = Path(results_dir) / "tuning.csv"
+    path = ResultsLayout(root=Path(results_dir)).tuning
     if not path.exists():
         return None
     table = pd.read_csv(path).sort_values(["layers", "method", "lr"], na_position="first")

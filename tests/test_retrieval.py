@@ -111,18 +111,24 @@ def test_run_from_topk_skips_padding_and_keeps_rank_order():
 
 # ---------------------------------------------------------------------------- retrieve
 class FakeEncoder:
-    """Maps each known text (after removing the expected prefix) to a fixed unit vector."""
+    """Maps each known text to a fixed unit vector; records which prompt was asked for."""
 
-    def __init__(self, table: dict[str, list[float]], expect_prefix: str):
+    def __init__(self, table: dict[str, list[float]], expect_role: str):
         self.table = table
-        self.expect_prefix = expect_prefix
+        self.expect_role = expect_role
         self.calls: list[tuple[str, int]] = []
 
-    def encode(self, texts, prefix="query: ", batch_size=64, progress=None):
-        assert prefix == self.expect_prefix
-        self.calls.append((prefix, len(texts)))
+    def _encode(self, role, texts, max_length):
+        assert role == self.expect_role
+        self.calls.append((role, len(texts), max_length))
         vecs = torch.tensor([self.table[t] for t in texts], dtype=torch.float32)
         return torch.nn.functional.normalize(vecs, dim=1)
+
+    def encode_queries(self, texts, batch_size=64, progress=None, max_length=None):
+        return self._encode("query", texts, max_length)
+
+    def encode_documents(self, texts, batch_size=64, progress=None, max_length=None):
+        return self._encode("document", texts, max_length)
 
 
 def test_retrieve_uses_both_encoders_prefixes_and_rank_order():
@@ -130,12 +136,12 @@ def test_retrieve_uses_both_encoders_prefixes_and_rank_order():
     queries = {"q0": "paka", "q1": "mbwa"}
     doc_enc = FakeEncoder(
         {"cat": [1, 0, 0], "dog": [0, 1, 0], "cat copy": [1, 0, 0], "fish": [0, 0, 1]},
-        expect_prefix="passage: ",
+        expect_role="document",
     )
-    query_enc = FakeEncoder({"paka": [1, 0.1, 0], "mbwa": [0, 1, 0.2]}, expect_prefix="query: ")
+    query_enc = FakeEncoder({"paka": [1, 0.1, 0], "mbwa": [0, 1, 0.2]}, expect_role="query")
     task = make_task(corpus, queries)
     run = retrieve(query_enc, doc_enc, task, k=3, block_size=3)
-    assert query_enc.calls == [("query: ", 2)] and doc_enc.calls == [("passage: ", 4)]
+    assert query_enc.calls == [("query", 2, None)] and doc_enc.calls == [("document", 4, None)]
     assert set(run) == {"q0", "q1"}
     # d0 and d2 have identical vectors: the tie goes to the earlier corpus entry d0
     assert list(run["q0"]) == ["d0", "d2", "d1"]
@@ -146,20 +152,41 @@ def test_retrieve_uses_both_encoders_prefixes_and_rank_order():
     assert scores == sorted(scores, reverse=True)
 
 
-def test_retrieve_custom_prefixes_and_k_larger_than_corpus():
-    enc = FakeEncoder({"a": [1, 0], "b": [0, 1]}, expect_prefix="")
-    run = retrieve(
-        enc, enc, make_task({"x": "a", "y": "b"}, {"q": "a"}), k=100, query_prefix="", doc_prefix=""
-    )
+def test_retrieve_k_larger_than_corpus_and_max_length_passed_on():
+    enc = FakeEncoder({"a": [1, 0], "b": [0, 1]}, expect_role="query")
+    enc.encode_documents = lambda texts, **kw: enc.encode_queries(texts, **kw)
+    run = retrieve(enc, enc, make_task({"x": "a", "y": "b"}, {"q": "a"}), k=100, max_length=7)
     assert list(run["q"]) == ["x", "y"]
+    assert {c[2] for c in enc.calls} == {7}
+
+
+def test_embedding_cache_encodes_each_text_set_once_and_keys_on_max_length(tmp_path):
+    from optical_lib.retrieval import EmbeddingCache, encode_corpus
+
+    enc = FakeEncoder({"a": [1, 0], "b": [0, 1]}, expect_role="document")
+    cache = EmbeddingCache()
+    corpus = {"x": "a", "y": "b"}
+    _, first = encode_corpus(enc, corpus, cache=cache)
+    _, again = encode_corpus(enc, corpus, cache=cache)
+    assert len(enc.calls) == 1 and torch.equal(first, again)
+    encode_corpus(enc, corpus, max_length=16, cache=cache)
+    encode_corpus(enc, {"x": "a", "y": "a"}, cache=cache)  # other texts, same ids
+    assert len(enc.calls) == 3
+    # on disk only for encoders that name their pristine weights
+    disk = EmbeddingCache(tmp_path)
+    enc.embedding_key = lambda prompt, max_length: f"fake-{prompt}-{max_length}"
+    encode_corpus(enc, corpus, cache=disk)
+    assert len(list(tmp_path.rglob("*.pt"))) == 1
+    _, from_disk = encode_corpus(enc, corpus, cache=EmbeddingCache(tmp_path))
+    assert len(enc.calls) == 4 and torch.equal(from_disk, first)
 
 
 def test_retrieve_errors_are_explicit():
     task = make_task({"x": "a"}, {"q": "a"})
-    with pytest.raises(TypeError, match="no encode"):
+    with pytest.raises(TypeError, match="no encode_queries"):
         retrieve(object(), object(), task)
-    q_enc = FakeEncoder({"a": [1, 0, 0]}, "query: ")
-    d_enc = FakeEncoder({"a": [1, 0]}, "passage: ")
+    q_enc = FakeEncoder({"a": [1, 0, 0]}, "query")
+    d_enc = FakeEncoder({"a": [1, 0]}, "document")
     with pytest.raises(ValueError, match="share one embedding space"):
         retrieve(q_enc, d_enc, task)
     with pytest.raises(ValueError, match="empty corpus"):
