@@ -16,6 +16,7 @@ from contextlib import contextmanager
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -208,3 +209,37 @@ def language_strip(results: pd.DataFrame, metric: str = "RR@10",
 def close(fig) -> None:
     """Close a figure (or ``"all"``), as :func:`matplotlib.pyplot.close`."""
     plt.close(fig)
+
+
+@_styled
+def transport_plans(cost, plans: dict, rows: list[str], cols: list[str],
+                    losses: dict | None = None) -> plt.Figure:
+    """Cost matrix and one transport plan per entropic regularisation, as annotated heat maps.
+
+    ``cost``: (n, m) array; ``plans``: ``{eps: (n, m) plan}``; ``rows``/``cols``: token labels;
+    ``losses``: optional ``{eps: <P, C>}`` shown in the panel titles. Two panels per row. Used
+    by the toy page of the book (``book/ot_toy.md``).
+    """
+    panels = 1 + len(plans)
+    ncols = min(panels, 2)
+    nrows = -(-panels // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.9 * ncols, 3.1 * nrows), squeeze=False)
+    axes = axes.ravel()
+    kw = dict(annot=True, fmt=".2f", xticklabels=cols, yticklabels=rows, cbar=False,
+              annot_kws={"fontsize": 8})
+    sns.heatmap(np.asarray(cost), ax=axes[0], cmap="rocket_r", vmin=0, vmax=2, **kw)
+    axes[0].set_title("cost C = 1 − cos")
+    for ax, (eps, plan) in zip(axes[1:], plans.items(), strict=False):
+        plan = np.asarray(plan)
+        sns.heatmap(plan, ax=ax, cmap="mako_r", vmin=0, vmax=plan.sum(1).max(), **kw)
+        title = f"plan P, ε = {eps:g}"
+        if losses is not None:
+            title += f":  ⟨P, C⟩ = {float(losses[eps]):.3f}"
+        ax.set_title(title)
+    for ax in axes[panels:]:
+        ax.set_axis_off()
+    for ax in axes[:panels]:
+        ax.tick_params(axis="x", rotation=30)
+        ax.tick_params(axis="y", rotation=0)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,65 @@
+"""The book as a reader meets it: math served from the build, the toy page executed, figures
+that change no global style, citation metadata in place."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import yaml
+
+from optical_lib import distill, plots
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_plots_change_no_global_style():
+    keys = ("figure.dpi", "savefig.dpi", "axes.grid", "axes.prop_cycle", "axes.facecolor")
+    before = {k: matplotlib.rcParams[k] for k in keys}
+    cost = np.random.default_rng(0).random((2, 3))
+    fig = plots.transport_plans(cost, {0.1: cost / cost.sum()}, ["a", "b"], ["x", "y", "z"])
+    assert fig.dpi == plots.DPI  # the style applied inside the function ...
+    plots.close(fig)
+    assert {k: matplotlib.rcParams[k] for k in keys} == before  # ... and nowhere else
+
+
+def test_one_label_set_and_language_names():
+    assert plots.METHOD_LABEL is distill.METHOD_LABELS
+    assert plots.language_label("swh") == "swh (Swahili)"
+    assert plots.language_label("xx-unknown") == "xx-unknown"
+    history = pd.DataFrame({"step": range(5), "ot": np.linspace(1, 0.5, 5)})
+    fig = plots.loss_curve(history)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["OT term"]
+    plots.close(fig)
+
+
+def test_citation_metadata():
+    cff = yaml.safe_load((PROJECT_ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"] == "1.2.0"
+    assert cff["authors"] and cff["title"] and cff["message"] and cff["license"] == "MIT"
+    assert any(r.get("doi") == "10.1145/3539597.3570468" for r in cff["references"])
+    assert "MIT License" in (PROJECT_ROOT / "LICENSE").read_text()
+
+
+def test_book_serves_mathjax_itself_and_executes_only_the_toy_page(tmp_path):
+    jb = Path(sys.executable).with_name("jupyter-book")
+    build = subprocess.run([str(jb), "build", str(PROJECT_ROOT), "-W", "-n", "--keep-going",
+                            "--path-output", str(tmp_path)], capture_output=True, text=True)
+    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-2000:]
+    html = tmp_path / "_build" / "html"
+    assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
+    pages = list((html / "book").rglob("*.html"))
+    for page in pages:
+        scripts = re.findall(r'<script[^>]*src="([^"]*mathjax[^"]*)"', page.read_text())
+        assert all(not s.startswith(("http:", "https:", "//")) for s in scripts), (page, scripts)
+    background = (html / "book" / "background.html").read_text()
+    assert '_static/mathjax/tex-chtml.js"' in background and "\\begin{aligned}" in background
+    toy = (html / "book" / "ot_toy.html").read_text()
+    assert "<img" in toy and "exact OT" in toy  # outputs exist only if the page was executed
+    executed = re.findall(r"(\S+): Executed notebook", build.stdout + build.stderr)
+    assert [Path(p).name for p in executed] == ["ot_toy.md"]
