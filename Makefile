@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv data model test lint grid analysis book bench study clean
+.PHONY: help lab venv data model test lint grid analysis book bench study clean
 PROFILE ?= quick
 
 help: ## list the targets
@@ -55,6 +55,10 @@ study: data model ## everything on a fresh machine: data, model, quick grid, ana
 	$(MAKE) analysis
 	$(MAKE) book
 	@echo "The book is at _build/html/index.html"
+
+lab: $(STAMP) ## install the teach extra (JupyterLab, ipywidgets), open JupyterLab on notebooks/ (LAB_ARGS=...)
+	$(PY) -m pip install -q $(PIP_CONSTRAINT) -e '.[dev,teach]'
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
 clean: ## remove build outputs (keeps .venv, data and results)
 	rm -rf _build .pytest_cache
