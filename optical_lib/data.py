@@ -15,6 +15,11 @@ in simplified characters, and Tatoeba calls Mandarin ``cmn``). Input files are f
 :func:`optical_lib.paths.data_dir` (``$OPTICAL_DATA_DIR`` or ``../shared/data``); every loader
 also takes ``data_dir=`` to point it elsewhere (tests use a temporary copy).
 
+Data v2 (multi-way parallel corpora: NTREX-128 training bitext, FLORES-200 evaluation in both
+directions, the v2 evaluation / development / training splits and the fixed-content diversity
+sampler) lives in :mod:`optical_lib.multiway`; it reuses the records and helpers here and
+:func:`tatoeba_pooled_task`. The Tatoeba splits below are the first (v1) design.
+
 Data profiles
 -------------
 ``offline`` (default; real public data in the data directory)
@@ -103,12 +108,19 @@ class HubUnavailableError(ConnectionError):
 
 @dataclass(frozen=True)
 class BitextPair:
-    """One translation pair; ``tgt`` is the English side (the teacher's input)."""
+    """One translation pair; ``tgt`` is the English side (the teacher's input).
+
+    ``eng_id`` identifies the English sentence inside a multi-way parallel corpus (for
+    NTREX-128 the 0-based line number of ``newstest2019-src.eng.txt``, see
+    :mod:`optical_lib.multiway`), so that samples can be compared by their English content;
+    ``None`` for corpora without such ids (Tatoeba, Bible, WebFAQ).
+    """
 
     src_text: str
     tgt_text: str
     src_lang: str
     tgt_lang: str = "eng"
+    eng_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -173,7 +185,7 @@ def _base(data_dir: str | Path | None) -> Path:
 
 
 def normalize_code(lang: str) -> str:
-    """A language code as the loaders compare it: stripped and lower-cased (``' SWH'`` -> ``swh``)."""
+    """A language code as the loaders compare it: stripped, lower-cased (' SWH' -> 'swh')."""
     return str(lang).strip().lower()
 
 
@@ -293,6 +305,40 @@ def tatoeba_task(lang: str, data_dir: str | Path | None = None) -> RetrievalTask
     corpus = {f"tatoeba-{code}-d{i}": p.tgt_text for i, p in enumerate(pairs)}
     qrels = {f"tatoeba-{code}-q{i}": {f"tatoeba-{code}-d{i}": 1} for i in range(len(pairs))}
     return RetrievalTask(f"tatoeba-{code}", corpus, queries, qrels, code, "eng")
+
+
+def tatoeba_pooled_task(
+    langs: Iterable[str], data_dir: str | Path | None = None, name: str = "tatoeba-pooled"
+) -> RetrievalTask:
+    """One Tatoeba X->eng task for several languages: every query of every ``langs`` task
+    against the union of their English candidates.
+
+    Query ids are those of :func:`tatoeba_task` (``tatoeba-<lang>-q<i>``; ``query_langs``
+    gives each query's language). The corpus holds each distinct English sentence once
+    (``tatoeba-eng-d<j>``, in order of first appearance): Tatoeba reuses English sentences
+    across languages, and two documents with the same text would make a tie that no model
+    can break. A query's relevant document is the one holding its own English line. Harder
+    than the per-language tasks (more candidates), so scores are not comparable to them.
+    """
+    langs = [normalize_code(x) for x in langs]
+    if not langs:
+        raise ValueError("tatoeba_pooled_task needs at least one language")
+    if len(set(langs)) != len(langs):
+        raise ValueError(f"tatoeba_pooled_task: duplicate languages in {langs}")
+    doc_of: dict[str, str] = {}
+    queries, qrels, query_langs = {}, {}, {}
+    for lang in langs:
+        for i, pair in enumerate(tatoeba_bitext(lang, data_dir)):
+            doc_id = doc_of.setdefault(pair.tgt_text, f"tatoeba-eng-d{len(doc_of)}")
+            qid = f"tatoeba-{lang}-q{i}"
+            queries[qid] = pair.src_text
+            qrels[qid] = {doc_id: 1}
+            query_langs[qid] = lang
+    corpus = {doc_id: text for text, doc_id in doc_of.items()}
+    return RetrievalTask(
+        name, corpus, queries, qrels, "mul", "eng",
+        query_langs=query_langs, doc_langs=dict.fromkeys(corpus, "eng"),
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- XQuAD-R

@@ -19,9 +19,9 @@ from optical_lib.paths import data_dir
 
 FIXTURES = Path(__file__).parent / "fixtures" / "webfaq"
 DATA = data_dir()
-needs_data = pytest.mark.skipif(
-    not (DATA / "tatoeba-v1").is_dir(), reason=f"offline data not in {DATA} (run `make data`)"
-)
+# The real data is required: a test that reads it fails (conftest's real_data_dir fixture,
+# with the fix in its message) instead of being skipped when it is missing.
+needs_data = pytest.mark.usefixtures("real_data_dir")
 
 # Line counts of the evaluation languages' Tatoeba files (LASER v1), counted with wc -l.
 EVAL_LINES = {
@@ -321,6 +321,23 @@ def test_training_pool_is_disjoint_and_large_enough():
     strict = D.training_pool(drop_eval_english=True)
     banned = {p.tgt_text for lang in D.EVAL_LANGS_TATOEBA for p in D.tatoeba_bitext(lang)}
     assert len(strict) >= 64 and not any(p.tgt_text in banned for v in strict.values() for p in v)
+
+
+@needs_data
+def test_tatoeba_pooled_task():
+    task = D.tatoeba_pooled_task(["xho", "amh"])
+    xho, amh = D.tatoeba_task("xho"), D.tatoeba_task("amh")
+    assert (task.name, task.query_lang, task.doc_lang) == ("tatoeba-pooled", "mul", "eng")
+    assert set(task.queries) == set(xho.queries) | set(amh.queries)  # 142 + 168
+    assert set(task.corpus.values()) == set(xho.corpus.values()) | set(amh.corpus.values())
+    assert len(task.corpus) == len(set(task.corpus.values()))  # each English text once
+    for qid, judged in task.qrels.items():
+        lang, i = qid.split("-")[1], int(qid.rsplit("-q", 1)[1])
+        own = (xho if lang == "xho" else amh).corpus[f"tatoeba-{lang}-d{i}"]
+        assert [task.corpus[d] for d in judged] == [own] and task.query_langs[qid] == lang
+    with pytest.raises(ValueError, match="duplicate languages"):
+        D.tatoeba_pooled_task(["xho", "xho"])
+    assert D.BitextPair("a", "b", "xho").eng_id is None
 
 
 @needs_data
