@@ -40,6 +40,12 @@ SOURCES = {
     "44e5fca1bfb369a5da2ee23ebc6f421c88489c5c/",
     "webfaq-reference": "https://raw.githubusercontent.com/padas-lab-de/webfaq/"
     "be90c0c176175a422820f926c5396c65f6fc3384/",
+    # the mirror's ntrex-128/ is the repository root (NTREX-128/, LICENSE.md, ...)
+    "ntrex-128": "https://raw.githubusercontent.com/MicrosoftTranslator/NTREX/"
+    "8561f6a622db9edad1217683e5c83daefd8bb2bf/",
+    # an unmodified copy of the official FLORES-200 tarball (devtest/, README, metadata)
+    "flores-200": "https://raw.githubusercontent.com/Helsinki-NLP/OPUS-MT-testsets/"
+    "ac0f19c0be3cb4e0d9450fcb2d7a9847c4bdd180/datasets/facebook/flores/flores200_dataset/",
 }
 
 
@@ -100,6 +106,7 @@ def download(entry: Entry, root: Path, timeout: float = 30.0) -> None:
     """Download one file to a temporary name, verify it, then move it into place."""
     target = Path(root) / entry.path
     target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
     try:
         with urllib.request.urlopen(entry.url, timeout=timeout) as response:
             fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".part-")
@@ -107,6 +114,8 @@ def download(entry: Entry, root: Path, timeout: float = 30.0) -> None:
                 while block := response.read(1 << 20):
                     out.write(block)
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        if tmp is not None:  # no half-written file is left behind
+            os.unlink(tmp)
         raise ConnectionError(
             f"Cannot download {entry.path} from {entry.url} ({exc}). This machine seems to be "
             f"offline: point OPTICAL_DATA_DIR at a copy of the data (e.g. ../shared/data)."
