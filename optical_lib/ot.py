@@ -587,16 +587,17 @@ def transport_loss(
         res = sinkhorn(C, **kw)
     P = res.plan
     Cc = C.to(P.dtype)
-    prod = P * Cc
     if mask_a is not None or mask_b is not None:
-        # P is exactly 0 on padding, but C may hold NaN/inf there; keep them out of the loss.
+        # P is exactly 0 on padding, but C may hold NaN/inf there. Zero C itself (not the
+        # product): the product's gradient with respect to P is C, and NaN * 0 would leak
+        # NaN into every entry's gradient through the unrolled iterations.
         B, n, m = C.shape
         ma = _as_mask(mask_a, (B, n), "mask_a", C.device)
         mb = _as_mask(mask_b, (B, m), "mask_b", C.device)
         ma = ma if ma is not None else torch.ones(B, n, dtype=torch.bool, device=C.device)
         mb = mb if mb is not None else torch.ones(B, m, dtype=torch.bool, device=C.device)
-        prod = torch.where(ma[:, :, None] & mb[:, None, :], prod, 0.0)
-    per = prod.sum(dim=(1, 2))
+        Cc = torch.where(ma[:, :, None] & mb[:, None, :], Cc, 0.0)
+    per = (P * Cc).sum(dim=(1, 2))
     if reduction == "mean":
         return per.mean()
     if reduction == "sum":
