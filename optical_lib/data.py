@@ -180,7 +180,9 @@ class RetrievalTask:
         )
 
 
-def _base(data_dir: str | Path | None) -> Path:
+def data_root(data_dir: str | Path | None = None) -> Path:
+    """The data directory a loader reads: ``data_dir`` if given, else the study's default
+    (:func:`optical_lib.paths.data_dir`)."""
     return _default_data_dir() if data_dir is None else Path(data_dir)
 
 
@@ -256,7 +258,7 @@ _TATOEBA_RE = re.compile(r"^tatoeba\.([a-z]{3})-eng\.eng$")
 
 def tatoeba_languages(data_dir: str | Path | None = None) -> list[str]:
     """ISO 639-3 codes of the Tatoeba test sets (112 in LASER v1), sorted."""
-    folder = require(TATOEBA_DIR, _base(data_dir))
+    folder = require(TATOEBA_DIR, data_root(data_dir))
     return sorted(m.group(1) for p in folder.iterdir() if (m := _TATOEBA_RE.match(p.name)))
 
 
@@ -273,7 +275,7 @@ def _tatoeba_files(lang: str, data_dir: str | Path | None) -> tuple[Path, Path]:
     available = tatoeba_languages(data_dir)
     if lang not in available:
         raise _unknown(lang, "Tatoeba", available)
-    folder = require(TATOEBA_DIR, _base(data_dir))
+    folder = require(TATOEBA_DIR, data_root(data_dir))
     return folder / f"tatoeba.{lang}-eng.{lang}", folder / f"tatoeba.{lang}-eng.eng"
 
 
@@ -396,7 +398,7 @@ def _answer_sentence(breaks: Sequence[Sequence[int]], start: int) -> int | None:
 
 
 def _read_xquad(file_code: str, data_dir: str | Path | None) -> list[_Paragraph]:
-    path = require(f"{XQUAD_R_DIR}/{file_code}.json", _base(data_dir))
+    path = require(f"{XQUAD_R_DIR}/{file_code}.json", data_root(data_dir))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
@@ -526,7 +528,7 @@ BIBLE_DIR = "bible-corpus"
 
 
 def _bible_metadata(data_dir: str | Path | None) -> list[dict[str, str]]:
-    path = require(f"{BIBLE_DIR}/metadata.csv", _base(data_dir))
+    path = require(f"{BIBLE_DIR}/metadata.csv", data_root(data_dir))
     with path.open(encoding="utf-8", newline="") as f:
         return list(csv.DictReader(f))
 
@@ -534,7 +536,7 @@ def _bible_metadata(data_dir: str | Path | None) -> list[dict[str, str]]:
 def bible_languages(data_dir: str | Path | None = None) -> dict[str, list[str]]:
     """``{ISO 639-3: [file names]}`` for the non-empty Bible files present (codes from
     ``metadata.csv``). English and other major-language Bibles are not in the mirror."""
-    folder = require(f"{BIBLE_DIR}/bibles", _base(data_dir))
+    folder = require(f"{BIBLE_DIR}/bibles", data_root(data_dir))
     out: dict[str, list[str]] = {}
     for row in _bible_metadata(data_dir):
         path = folder / row["Filename"]
@@ -545,7 +547,7 @@ def bible_languages(data_dir: str | Path | None = None) -> dict[str, list[str]]:
 
 def _bible_file(lang: str, data_dir: str | Path | None) -> tuple[str, Path]:
     """Resolve an ISO code or a file stem (``"K'iche'-NT-SIL"``) to (code, path)."""
-    folder = require(f"{BIBLE_DIR}/bibles", _base(data_dir))
+    folder = require(f"{BIBLE_DIR}/bibles", data_root(data_dir))
     meta = _bible_metadata(data_dir)
     available = bible_languages(data_dir)
     by_stem = {Path(r["Filename"]).stem: r for r in meta}

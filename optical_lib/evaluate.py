@@ -579,6 +579,17 @@ def _meta(run_meta: Mapping[str, Any]) -> dict[str, Any]:
     return dict(run_meta)
 
 
+def _row(meta: Mapping[str, Any], where: tuple, metric: str, ci: tuple[float, float, float],
+         n_queries: int) -> dict[str, Any]:
+    """One result row: run meta, ``where = (task, query_lang, doc_lang, scope,
+    resource_class)``, the metric and its ``(mean, ci_low, ci_high)``."""
+    task, query_lang, doc_lang, scope, resource_class = where
+    mean, low, high = ci
+    return {**meta, "task": task, "query_lang": query_lang, "doc_lang": doc_lang, "scope": scope,
+            "resource_class": resource_class, "metric": metric, "value": mean, "ci_low": low,
+            "ci_high": high, "n_queries": n_queries}
+
+
 def result_rows(
     run_meta: Mapping[str, Any],
     task: Any,
@@ -605,22 +616,9 @@ def result_rows(
     meta = _meta(run_meta)
     rows = []
     for metric, values in per_query.items():
-        mean, low, high = bootstrap_ci(values, n_boot=n_boot, alpha=alpha, seed=seed)
-        rows.append(
-            {
-                **meta,
-                "task": task.name,
-                "query_lang": task.query_lang,
-                "doc_lang": task.doc_lang,
-                "scope": "language",
-                "resource_class": resource_class,
-                "metric": metric,
-                "value": mean,
-                "ci_low": low,
-                "ci_high": high,
-                "n_queries": len(values),
-            }
-        )
+        ci = bootstrap_ci(values, n_boot=n_boot, alpha=alpha, seed=seed)
+        where = (task.name, task.query_lang, task.doc_lang, "language", resource_class)
+        rows.append(_row(meta, where, metric, ci, len(values)))
     return rows
 
 
@@ -664,22 +662,9 @@ def macro_rows(
     for group, langs in groups.items():
         for metric in metrics:
             data = {lang: per_lang[lang][metric] for lang in langs}
-            mean, low, high = macro_bootstrap_ci(data, n_boot=n_boot, alpha=alpha, seed=seed)
-            rows.append(
-                {
-                    **meta,
-                    "task": suite,
-                    "query_lang": "*",
-                    "doc_lang": doc_lang,
-                    "scope": "macro" if group == "*" else "class",
-                    "resource_class": group,
-                    "metric": metric,
-                    "value": mean,
-                    "ci_low": low,
-                    "ci_high": high,
-                    "n_queries": sum(len(v) for v in data.values()),
-                }
-            )
+            ci = macro_bootstrap_ci(data, n_boot=n_boot, alpha=alpha, seed=seed)
+            where = (suite, "*", doc_lang, "macro" if group == "*" else "class", group)
+            rows.append(_row(meta, where, metric, ci, sum(len(v) for v in data.values())))
     return rows
 
 

@@ -106,13 +106,12 @@ from .data import (
     BitextPair,
     DataFormatError,
     RetrievalTask,
+    data_root,
     language_info,
+    load_offline_tasks,
     normalize_code,
     tatoeba_pooled_task,
-    tatoeba_task,
-    xquad_r_task,
 )
-from .data import _base as _data_base
 from .paths import require
 
 # --------------------------------------------------------------------------- corpus tables
@@ -311,7 +310,7 @@ def _read_checked(path: str, expected: int, mtime_ns: int, size: int) -> tuple[s
 
 
 def _lines(relative: str, expected: int, data_dir: str | Path | None) -> tuple[str, ...]:
-    path = require(relative, _data_base(data_dir))
+    path = require(relative, data_root(data_dir))
     stat = path.stat()
     return _read_checked(str(path), expected, stat.st_mtime_ns, stat.st_size)
 
@@ -403,15 +402,11 @@ def load_v2_tasks(
             task = flores_task(lang, direction, data_dir)
             tasks[task.name] = task
     tatoeba = list(tatoeba)
-    for lang in tatoeba:
-        task = tatoeba_task(lang, data_dir)
-        tasks[task.name] = task
+    tasks.update(load_offline_tasks(tatoeba=tatoeba, xquad=(), data_dir=data_dir))
     if len(tatoeba) > 1:
         task = tatoeba_pooled_task(tatoeba, data_dir)
         tasks[task.name] = task
-    for lang in xquad:
-        task = xquad_r_task(lang, "eng", data_dir)
-        tasks[task.name] = task
+    tasks.update(load_offline_tasks(tatoeba=(), xquad=xquad, data_dir=data_dir))
     return tasks
 
 

@@ -70,6 +70,16 @@ def pot_plan(C_k, a_k, b_k, eps):
         )
 
 
+def assert_matches_pot(P, C, ma, mb, eps, atol=1e-6):
+    """Every problem's real block of the plan ``P`` equals POT's plan for uniform marginals."""
+    for k in range(C.shape[0]):
+        Ck = real_block(C[k], ma[k], mb[k]).numpy()
+        a_k = np.full(Ck.shape[0], 1.0 / Ck.shape[0])
+        b_k = np.full(Ck.shape[1], 1.0 / Ck.shape[1])
+        P_pot = pot_plan(Ck, a_k, b_k, eps)
+        assert np.abs(real_block(P[k], ma[k], mb[k]).numpy() - P_pot).max() <= atol, k
+
+
 def marginals_err(P, ma, mb, a=None, b=None):
     """Max abs error of both marginals against (renormalised) a, b over real tokens."""
     fa = ma.to(P.dtype) if a is None else torch.where(ma, a.to(P.dtype), 0.0)
@@ -98,12 +108,7 @@ def test_matches_pot_sinkhorn_log_with_padding(eps, autograd_path):
     assert res.n_iters < 20_000, "did not converge"
     P = res.plan.detach()
     assert P.shape == C.shape and P.dtype == torch.float64
-    for k in range(C.shape[0]):
-        Ck = real_block(C[k], ma[k], mb[k]).numpy()
-        a_k = np.full(Ck.shape[0], 1.0 / Ck.shape[0])
-        b_k = np.full(Ck.shape[1], 1.0 / Ck.shape[1])
-        P_pot = pot_plan(Ck, a_k, b_k, eps)
-        assert np.abs(real_block(P[k], ma[k], mb[k]).numpy() - P_pot).max() <= 1e-6
+    assert_matches_pot(P, C, ma, mb, eps)
     assert marginals_err(P, ma, mb) <= 1e-6
     pad = pad_mask2d(ma, mb)
     assert pad.any()
@@ -219,10 +224,7 @@ def test_public_log_softmax_fallback_gives_the_same_plan(monkeypatch):
     monkeypatch.setattr(ot_module, "_log_softmax_into", ot_module._log_softmax_public)
     public = sinkhorn(C, eps=0.05, n_iters=300, mask_a=ma, mask_b=mb)
     assert torch.allclose(fast.plan, public.plan, rtol=0, atol=1e-12)
-    k = 0
-    ref = pot_plan(real_block(C[k], ma[k], mb[k]).numpy(), np.full(int(ma[k].sum()),
-                   1 / int(ma[k].sum())), np.full(int(mb[k].sum()), 1 / int(mb[k].sum())), 0.05)
-    assert np.allclose(real_block(public.plan[k], ma[k], mb[k]).numpy(), ref, atol=1e-6)
+    assert_matches_pot(public.plan, C, ma, mb, 0.05)
     # a torch build whose private kernel is missing falls back at import
     monkeypatch.delattr(torch, "_log_softmax")
     assert ot_module._pick_log_softmax() is ot_module._log_softmax_public
@@ -275,12 +277,7 @@ def test_stable_at_small_eps(dtype, tol, atol, autograd_path):
     assert marginals_err(P, ma, mb) <= atol
     assert torch.all(P[pad_mask2d(ma, mb)] == 0)
     if dtype == torch.float64:  # and it is the right plan
-        for k in range(C.shape[0]):
-            Ck = real_block(C[k], ma[k], mb[k]).numpy()
-            a_k = np.full(Ck.shape[0], 1 / Ck.shape[0])
-            b_k = np.full(Ck.shape[1], 1 / Ck.shape[1])
-            P_pot = pot_plan(Ck, a_k, b_k, eps)
-            assert np.abs(real_block(P[k], ma[k], mb[k]).numpy() - P_pot).max() <= 1e-6
+        assert_matches_pot(P, C, ma, mb, eps)
 
 
 @pytest.mark.parametrize("eps", [0.005, 0.001])
