@@ -14,6 +14,7 @@ tuning sweep and the analysis cannot disagree about it::
         grid.json               the profile's run ids, in run order
         failures.json           settings that failed, with the error
         failed/<run_id>.ipynb   their partial notebooks
+      claims/<run_id>.claim     held while a process runs the setting (see :func:`claim`)
       tuning.csv                the learning-rate sweep on the development languages
     book/runs/<run_id>.ipynb    the executed notebook of each setting
 
@@ -24,23 +25,34 @@ A setting is *finished* when both its ``results.json`` and its notebook exist
 in the target's directory, then ``os.replace``. Two processes writing the same path never
 see a partial file and never share a temporary name (the Dask executor runs settings in
 parallel).
+
+:func:`claim` is how two processes (two Dask workers, a restarted client next to an orphaned
+worker, two people on one results folder) are kept from running the same setting: an
+exclusive claim file created with ``O_CREAT | O_EXCL``, refreshed while held and broken only
+when stale. :func:`file_lock` is a blocking ``flock`` for short critical sections on one
+host (e.g. building a shared cache once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .paths import PROJECT_ROOT
 
-__all__ = ["ResultsLayout", "atomic_copy", "atomic_write", "atomic_write_json"]
+__all__ = ["ClaimHeld", "ResultsLayout", "atomic_copy", "atomic_write", "atomic_write_json",
+           "claim", "claim_holder", "file_lock"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any] | str | bytes) -> Path:
@@ -138,7 +150,126 @@ class ResultsLayout:
     def failed_notebook(self, profile: str, run_id: str) -> Path:
         return self.profile_dir(profile) / "failed" / f"{run_id}.ipynb"
 
+    def claim_file(self, run_id: str) -> Path:
+        return self.root / "claims" / f"{run_id}.claim"
+
     # study-wide
     @property
     def tuning(self) -> Path:
         return self.root / "tuning.csv"
+
+
+class ClaimHeld(RuntimeError):
+    """Another live process holds the claim (``.holder`` says who)."""
+
+    def __init__(self, path: Path, holder: dict):
+        self.path, self.holder = path, holder
+        super().__init__(f"{path.name} is held by {holder.get('host')}:{holder.get('pid')} "
+                         f"since {holder.get('time')}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def claim_holder(path: str | os.PathLike, stale_after: float = 300.0) -> dict | None:
+    """The holder of a live claim at ``path`` (``{"host", "pid", "time"}``), or ``None``
+    when there is none or it is stale.
+
+    A claim is stale when its holder was on this host and that process is gone, or when it
+    has not been refreshed for ``stale_after`` seconds (a holder on another host that died:
+    holders refresh the file's mtime every ``stale_after / 10`` s).
+    """
+    path = Path(path)
+    try:
+        holder = json.loads(path.read_text() or "{}")
+        age = time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, OSError):  # being written this instant: treat as live
+        return {"host": "?", "pid": None, "time": None}
+    if age > stale_after:
+        return None
+    if holder.get("host") == socket.gethostname() and holder.get("pid"):
+        if not _pid_alive(int(holder["pid"])):
+            return None
+    return holder
+
+
+@contextlib.contextmanager
+def claim(path: str | os.PathLike, stale_after: float = 300.0, wait: float | None = 0.0,
+          poll: float = 1.0, info: dict | None = None) -> Iterator[dict]:
+    """Hold an exclusive claim on ``path`` for the duration of the ``with`` block.
+
+    The claim file is created with ``O_CREAT | O_EXCL`` (atomic on local file systems and
+    NFSv3+), holds ``{"host", "pid", "time", **info}`` and has its mtime refreshed by a
+    background thread while held; it is removed on exit, also on an exception. A stale
+    claim (see :func:`claim_holder`) is broken and taken over. While another live process
+    holds it, wait up to ``wait`` seconds (``None``: as long as it takes), polling every
+    ``poll`` s, then raise :class:`ClaimHeld`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = {"host": socket.gethostname(), "pid": os.getpid(),
+          "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {})}
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                seen = path.read_bytes()
+            except FileNotFoundError:
+                continue  # released between the two calls: try again at once
+            holder = claim_holder(path, stale_after)
+            if holder is None:
+                # stale: remove it only if it is still the claim judged stale
+                with contextlib.suppress(FileNotFoundError):
+                    if path.read_bytes() == seen:
+                        os.unlink(path)
+                continue
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ClaimHeld(path, holder) from None
+            time.sleep(poll)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    stop = threading.Event()
+
+    def refresh():
+        while not stop.wait(stale_after / 10):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(path)
+
+    beat = threading.Thread(target=refresh, name=f"claim {path.name}", daemon=True)
+    beat.start()
+    try:
+        yield me
+    finally:
+        stop.set()
+        beat.join()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Block until this process holds an exclusive ``flock`` on ``path`` (created if
+    missing); released on exit or when the process dies. For short critical sections such as
+    building a shared cache once: ``with file_lock(cache / ".me5-small.lock"): build()``.
+    ``flock`` is reliable on one host; across hosts on NFS prefer :func:`claim`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
