@@ -36,8 +36,17 @@ test: $(STAMP) ## run the test suite (real model and real data included)
 lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check optical_lib tests benchmarks
 
-grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=smoke|quick|medium|full, default quick)
-	$(PY) -m optical_lib.grid --profile $(PROFILE)
+# where the grid's settings run: EXECUTOR=local (this process) or dask (WORKERS processes of a
+# LocalCluster, or SCHEDULER=tcp://host:8786); THREADS torch/OpenMP threads per setting
+EXECUTOR ?= local
+WORKERS ?=
+THREADS ?= 1
+SCHEDULER ?=
+GRID_ARGS ?=
+GRID_OPTS := --executor $(EXECUTOR) --threads-per-worker $(THREADS) $(if $(WORKERS),--workers $(WORKERS),) $(if $(SCHEDULER),--scheduler $(SCHEDULER),) $(GRID_ARGS)
+
+grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=..., EXECUTOR=local|dask, WORKERS=N, THREADS=T, SCHEDULER=addr)
+	OMP_NUM_THREADS=$(THREADS) $(PY) -m optical_lib.grid --profile $(PROFILE) $(GRID_OPTS)
 
 analysis: $(STAMP) ## execute the analysis notebook on results/ into book/analysis.ipynb
 	$(VENV)/bin/papermill --no-progress-bar notebooks/analysis.ipynb book/analysis.ipynb -p results_dir results

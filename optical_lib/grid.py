@@ -13,28 +13,72 @@ Profiles (``--profile``):
   {MSE, OPTICAL} x seeds {0, 1, 2}, plus the zero-shot baseline at every L, evaluated on
   Tatoeba and XQuAD-R.
 
-Each setting has a run id (a content hash of its parameters). A setting whose
-``results/runs/<run_id>/results.json`` and ``book/runs/<run_id>.ipynb`` both exist is
-skipped, so the grid can be killed and restarted without losing finished runs. A notebook
-executes into a temporary file that is moved to ``book/runs/<run_id>.ipynb`` only when it
-succeeded; a failed setting is
-recorded in ``results/failures.json`` (its partial notebook kept under
-``results/failed/``) and the grid goes on. At the end ``results/summary.{csv,parquet}``
-holds every result row of the profile::
+Usage::
 
-    python -m optical_lib.grid --profile quick [--dry-run]
+    python -m optical_lib.grid --profile quick [--dry-run] [--only RUN_ID ...]
+        [--executor local|dask] [--scheduler ADDRESS] [--workers N] [--threads-per-worker T]
+
+**One code path.** :func:`plan` expands and validates the profile, :func:`run_setting` runs
+one setting, :func:`record_outcome` keeps ``failures.json`` and :func:`write_summary` the
+profile's summary. An *executor* only decides where :func:`run_setting` is called: in this
+process, one setting after another (``local``, the default), or on ``dask.distributed``
+workers (``dask``: a ``LocalCluster`` of ``--workers`` processes, or an existing scheduler at
+``--scheduler``, e.g. one started by ``dask-jobqueue``'s ``SLURMCluster``). Files are laid out
+by :class:`~optical_lib.layout.ResultsLayout`::
+
+    results/runs/<run_id>/...        one setting (shared by the profiles that contain it)
+    book/runs/<run_id>.ipynb         its executed notebook
+    results/<profile>/summary.{csv,parquet}, grid.json, failures.json, failed/<run_id>.ipynb
+
+**Resume.** Each setting has a run id (a content hash of its parameters). A setting is
+finished only when its ``results.json`` *and* its notebook exist
+(:meth:`ResultsLayout.is_finished`); finished settings are skipped, so the grid (or its
+client) can be killed and restarted. The notebook executes into a temporary file that is
+copied into place atomically (:func:`~optical_lib.layout.atomic_copy`) only when it
+succeeded. A failed setting is recorded in ``failures.json`` (its partial notebook kept under
+``failed/``) and the grid goes on.
+
+**No setting runs twice at once.** Two mechanisms, both tested:
+
+1. *Scheduler-side de-duplication*: the client submits each pending run id once, with the
+   run id as the Dask task key (``optical-grid-<run_id>``), so the scheduler holds at most one
+   task per setting, also when a second client submits the same grid to the same scheduler.
+2. *An atomic claim file* ``results/claims/<run_id>.claim``, created with
+   ``O_CREAT | O_EXCL`` by :func:`run_setting` (every executor) before it runs a setting
+   and removed after (:func:`~optical_lib.layout.claim`). It holds host, pid and time, is
+   refreshed while held, and is stale when its process is gone (same host) or it has not
+   been refreshed for :data:`CLAIM_STALE_S` seconds (another host). This covers what the
+   scheduler cannot see: a restarted client next to a worker still running an orphaned
+   setting, a local and a Dask grid on one results folder, two schedulers. A setting whose
+   claim is held by a live process waits for it, then is skipped if that run finished it.
+
+**Faults.** A worker that dies mid-setting loses only that setting: the scheduler reruns it
+on another worker, at most ``--retries`` times (``distributed.scheduler.allowed-failures``),
+then it is recorded as failed (``KilledWorker``). An error inside the notebook is not
+retried (it is deterministic): it is recorded as failed.
+
+**Threads.** Every executor sets the torch/OpenMP threads of each setting explicitly
+(``--threads-per-worker``, default 1): ``OMP_NUM_THREADS``, ``MKL_NUM_THREADS`` and
+``OMP_WAIT_POLICY=PASSIVE`` in the kernel's environment and the notebook parameter
+``threads``. The count is recorded in the status table, ``grid.json`` and each setting's
+``setting.json``. With two settings on two cores, torch's default of "all cores" per
+process makes both 10-130x slower.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import itertools
 import json
 import os
-import shutil
+import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -43,12 +87,18 @@ from tqdm import tqdm
 
 from .evaluate import read_results, write_results
 from .experiment import ExperimentConfig, validate
-from .paths import PROJECT_ROOT
+from .layout import ResultsLayout, atomic_copy, atomic_write_json, claim
+from .paths import CACHE_ENV, DATA_ENV, PROJECT_ROOT, cache_dir, data_dir
 
 TEMPLATE = PROJECT_ROOT / "notebooks" / "experiment.ipynb"
 QUICK_EVAL = {"eval_xquad": []}
 PROFILES = ("smoke", "quick", "medium", "full")
+EXECUTORS = ("local", "dask")
 SMOKE_EVAL = {"eval_tatoeba": ["swh", "amh"], "eval_xquad": [], "n_boot": 200}
+#: Seconds to wait for an external scheduler to answer.
+CONNECT_TIMEOUT_S = 15.0
+#: A claim not refreshed for this long (seconds) is stale (its holder died on another host).
+CLAIM_STALE_S = 300.0
 
 
 def profile_settings(profile: str) -> list[dict]:
@@ -91,99 +141,435 @@ def title_of(config: ExperimentConfig) -> str:
     return f"L{config.layers} student, {what}"
 
 
-def _prepare(template: Path, config: ExperimentConfig, path: Path) -> None:
-    """Copy the template with this setting's own title (unique page titles in the book)."""
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a profile: its notebook parameters and their frozen config."""
+
+    params: dict
+    config: ExperimentConfig
+
+    @property
+    def run_id(self) -> str:
+        return self.config.run_id
+
+    @property
+    def title(self) -> str:
+        return title_of(self.config)
+
+
+def plan(profile: str) -> list[Setting]:
+    """Every setting of ``profile``, in run order, each validated against the data (a bad
+    setting raises ``ValueError`` before the first one runs)."""
+    settings = [Setting(p, config_of(p)) for p in profile_settings(profile)]
+    for s in settings:
+        validate(s.config)
+    return settings
+
+
+def select(settings: list[Setting], only: Iterable[str] | None) -> list[Setting]:
+    """The settings named by ``only`` (run ids; ``None``: all), in profile order."""
+    if only is None:
+        return settings
+    only = list(only)
+    known = {s.run_id for s in settings}
+    unknown = [r for r in only if r not in known]
+    if unknown:
+        raise ValueError(f"Unknown run id(s) {unknown} for this profile (valid: "
+                         f"{', '.join(s.run_id for s in settings)})")
+    return [s for s in settings if s.run_id in set(only)]
+
+
+def grid_status(settings: list[Setting], layout: ResultsLayout) -> pd.DataFrame:
+    """One row per setting: run id, title and ``done`` / ``pending``."""
+    return pd.DataFrame({
+        "run_id": [s.run_id for s in settings], "title": [s.title for s in settings],
+        "state": ["done" if layout.is_finished(s.run_id) else "pending" for s in settings]})
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Environment that pins a setting's kernel to ``threads`` OpenMP/MKL threads."""
+    n = str(int(threads))
+    return {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n,
+            "OMP_WAIT_POLICY": "PASSIVE"}
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]) -> Iterator[None]:
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def environment_problems() -> list[str]:
+    """What this machine lacks to run a setting: the data directory (every folder of the
+    data manifest) and the converted model in the cache. Cheap: checks paths only."""
+    from .fetch import read_manifest
+    from .models import ME5_SMALL
+
+    host, problems = socket.gethostname(), []
+    try:
+        root = data_dir()
+    except FileNotFoundError as exc:
+        problems.append(f"{host}: {exc}")
+    else:
+        folders = sorted({e.path.split("/")[0] for e in read_manifest()})
+        missing = [f for f in folders if not (root / f).is_dir()]
+        if missing:
+            problems.append(f"{host}: the data directory {root} lacks {', '.join(missing)} "
+                            f"(set {DATA_ENV} to a copy of the data, or run `make data`)")
+    model = cache_dir() / ME5_SMALL
+    if not (model / "build_info.json").is_file() or not (model / "model.safetensors").is_file():
+        problems.append(f"{host}: the model cache {model} is missing: run `make model` where "
+                        f"{CACHE_ENV} points to the same directory, or set {CACHE_ENV} to a "
+                        "shared directory that holds it")
+    return problems
+
+
+def ensure_environment(problems: list[str], where: str) -> None:
+    if problems:
+        raise RuntimeError(f"Cannot run the grid ({where}):\n  " + "\n  ".join(problems))
+
+
+def prepare_model_cache() -> None:
+    """Build the converted model once, here, before any setting starts (so that parallel
+    settings never build it concurrently)."""
+    from .models import ME5_SMALL, build_me5_small
+
+    model = cache_dir() / ME5_SMALL
+    if not (model / "build_info.json").is_file():
+        build_me5_small()
+
+
+# --------------------------------------------------------------------------- one setting
+
+
+@dataclass(frozen=True)
+class Job:
+    """Everything a worker needs to run one setting (plain, picklable)."""
+
+    run_id: str
+    params: dict
+    notebook: str  # the prepared notebook (JSON text, with the setting's own title)
+    results: str  # ResultsLayout.root
+    notebooks: str  # ResultsLayout.notebooks
+    profile: str
+    threads: int = 1
+    kernel: str = "python3"
+    claim_wait: float | None = None  # seconds to wait for a live claim (None: as needed)
+
+
+def prepare_notebook(template: Path, setting: Setting, profile: str) -> str:
+    """The template with this setting's own title (unique page titles in the book)."""
     nb = nbformat.read(template, as_version=4)
-    nb.cells[0].source = (f"# {title_of(config)}\n\nRun `{config.run_id}` of the grid "
-                          f"(profile `{config.profile}`); parameters below.")
-    nbformat.write(nb, path)
+    nb.cells[0].source = (f"# {setting.title}\n\nRun `{setting.run_id}` of the grid "
+                          f"(profile `{profile}`); parameters below.")
+    return nbformat.writes(nb)
 
 
-def _atomic_json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+def run_setting(job: Job) -> dict:
+    """Run one setting here, in this process (the same function for every executor).
+
+    Holds the setting's claim while it runs, executes the notebook into a temporary file
+    with the setting's thread count, and copies it into place atomically only on success.
+    Returns an outcome record: ``{"run_id", "state": "ran" | "done" | "failed",
+    "seconds", "error", "host", "pid", "threads"}``; it never raises for a failed notebook.
+    """
+    import papermill
+
+    layout = ResultsLayout(Path(job.results), Path(job.notebooks))
+    outcome = {"run_id": job.run_id, "state": "done", "seconds": 0.0, "error": None,
+               "host": socket.gethostname(), "pid": os.getpid(), "threads": job.threads}
+    if layout.is_finished(job.run_id):
+        return outcome
+    problems = environment_problems()
+    if problems:
+        return {**outcome, "state": "failed", "error": "; ".join(problems)}
+    with claim(layout.claim_file(job.run_id), stale_after=CLAIM_STALE_S, wait=job.claim_wait,
+               info={"profile": job.profile}):
+        if layout.is_finished(job.run_id):  # finished by the previous holder of the claim
+            return outcome
+        with tempfile.TemporaryDirectory(prefix=f"grid-{job.run_id}-") as tmp:
+            source, target = Path(tmp) / "input.ipynb", Path(tmp) / "output.ipynb"
+            source.write_text(job.notebook)
+            start = time.perf_counter()
+            error = None
+            try:
+                with _environ(thread_env(job.threads)):
+                    papermill.execute_notebook(
+                        str(source), str(target), kernel_name=job.kernel, progress_bar=False,
+                        parameters={**job.params, "threads": job.threads,
+                                    "results_dir": str(layout.runs.resolve())},
+                        cwd=str(PROJECT_ROOT))
+                if not layout.results_file(job.run_id).exists():
+                    error = (f"the notebook finished without writing "
+                             f"{layout.results_file(job.run_id)}")
+            except Exception as exc:  # keep the partial notebook, report, go on
+                error = f"{type(exc).__name__}: {str(exc)[-2000:]}"
+            seconds = time.perf_counter() - start
+            if error is not None:
+                if target.exists():
+                    atomic_copy(target, layout.failed_notebook(job.profile, job.run_id))
+                return {**outcome, "state": "failed", "seconds": seconds, "error": error}
+            atomic_copy(target, layout.notebook(job.run_id))
+    return {**outcome, "state": "ran", "seconds": seconds}
+
+
+# --------------------------------------------------------------------------- bookkeeping
+
+
+def load_failures(layout: ResultsLayout, profile: str) -> dict:
+    path = layout.failures_file(profile)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def record_outcome(layout: ResultsLayout, profile: str, failures: dict, outcome: dict,
+                   params: dict) -> None:
+    """Update ``failures.json`` of the profile with one setting's outcome (client side: one
+    writer)."""
+    if outcome["state"] == "failed":
+        failures[outcome["run_id"]] = {"params": params, "error": outcome["error"],
+                                       "host": outcome.get("host")}
+    elif failures.pop(outcome["run_id"], None) is None:
+        return  # nothing changed
+    atomic_write_json(layout.failures_file(profile), failures)
+
+
+def write_summary(layout: ResultsLayout, profile: str, settings: list[Setting],
+                  run_info: dict) -> pd.DataFrame | None:
+    """``summary.{csv,parquet}`` (every result row of the profile's finished settings) and
+    ``grid.json`` (its run ids in order, and how this grid run was executed)."""
+    finished = [layout.results_file(s.run_id) for s in settings if layout.is_finished(s.run_id)]
+    if not finished:
+        return None
+    summary = pd.concat([read_results(p) for p in finished], ignore_index=True)
+    for suffix in (".csv", ".parquet"):
+        write_results(summary, layout.summary(profile, suffix), columns=list(summary.columns))
+    atomic_write_json(layout.grid_file(profile), {
+        "profile": profile, "run_ids": [s.run_id for s in settings], **run_info})
+    return summary
+
+
+# --------------------------------------------------------------------------- executors
+
+
+def _run_local(jobs: list[Job], bar: tqdm) -> Iterator[dict]:
+    for job in jobs:
+        bar.set_postfix_str(job.run_id)
+        yield run_setting(job)
+
+
+def task_key(run_id: str) -> str:
+    """The Dask task key of a setting: one task per run id on a scheduler."""
+    return f"optical-grid-{run_id}"
+
+
+def _run_dask(jobs: list[Job], bar: tqdm, client) -> Iterator[dict]:
+    """Submit settings so that each worker thread holds at most one (a window of the
+    cluster's current thread count, refilled as settings finish): a worker that dies then
+    takes only its own setting with it, never a queued one."""
+    from distributed import as_completed
+
+    waiting, futures = list(reversed(jobs)), {}
+    done = as_completed()
+
+    def refill():
+        slots = max(1, sum(client.nthreads().values()))
+        while waiting and len(futures) < slots:
+            job = waiting.pop()
+            future = client.submit(run_setting, job, key=task_key(job.run_id), retries=0)
+            futures[future] = job
+            done.add(future)
+
+    try:
+        refill()
+        for future in done:
+            job = futures.pop(future)
+            try:
+                outcome = future.result()
+            except Exception as exc:  # KilledWorker (died too often), cancelled, ...
+                outcome = {"run_id": job.run_id, "state": "failed", "seconds": None,
+                           "error": f"{type(exc).__name__}: {exc}", "host": None, "pid": None,
+                           "threads": job.threads}
+            future.release()
+            refill()
+            bar.set_postfix_str(job.run_id)
+            yield outcome
+    finally:
+        client.cancel(list(futures))
+
+
+@contextlib.contextmanager
+def dask_client(scheduler: str | None = None, workers: int | None = None, threads: int = 1,
+                retries: int = 2, timeout: float | None = None) -> Iterator:
+    """A ``distributed.Client``: to the scheduler at ``scheduler``, or to a new
+    ``LocalCluster`` of ``workers`` processes (default: cores // threads) with one setting at a
+    time each and ``threads`` OpenMP threads per setting. ``retries`` bounds how often a
+    setting is rerun after its worker died (the local scheduler's ``allowed-failures``; an
+    external scheduler uses its own configuration)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        timeout = CONNECT_TIMEOUT_S if timeout is None else timeout
+        try:
+            client = Client(scheduler, timeout=f"{timeout}s")
+        except (OSError, TimeoutError) as exc:
+            raise RuntimeError(
+                f"Cannot reach the Dask scheduler at {scheduler} ({type(exc).__name__}: {exc}). "
+                "Start one (`dask scheduler`, or a dask-jobqueue SLURMCluster: see "
+                "book/reproducibility.md), check the address and firewall, or leave "
+                "--scheduler out to start a LocalCluster on this machine.") from exc
+        with client:
+            yield client
+        return
+    workers = workers or max(1, (os.cpu_count() or 1) // threads)
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+        try:
+            import bokeh  # noqa: F401  (the dashboard needs it)
+            dashboard = ":0"
+        except ImportError:
+            dashboard = None
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=dashboard, env=thread_env(threads))
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+# --------------------------------------------------------------------------- the grid
 
 
 def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool = False,
-             template: Path = TEMPLATE, kernel: str = "python3",
-             progress: bool = True) -> pd.DataFrame:
-    """Run every pending setting of ``profile``; return a status table (one row each)."""
-    import papermill
-
-    results_dir, notebooks_dir = Path(results_dir), Path(notebooks_dir)
-    settings = profile_settings(profile)
-    configs = [config_of(p) for p in settings]
-    for config in configs:  # every setting is checked before the first one runs
-        validate(config)
-    runs_dir = results_dir / "runs"
-    # finished = results written AND the executed notebook in place (a kill between the two
-    # would otherwise leave a result without its page in the book)
-    done = [(runs_dir / c.run_id / "results.json").exists()
-            and (notebooks_dir / f"{c.run_id}.ipynb").exists() for c in configs]
-    status = pd.DataFrame({"run_id": [c.run_id for c in configs],
-                           "title": [title_of(c) for c in configs],
-                           "state": ["done" if d else "pending" for d in done]})
+             template: Path = TEMPLATE, kernel: str = "python3", progress: bool = True,
+             executor: str = "local", scheduler: str | None = None, workers: int | None = None,
+             threads: int | None = None, only: Iterable[str] | None = None, retries: int = 2,
+             client=None) -> pd.DataFrame:
+    """Run every pending setting of ``profile`` (or those in ``only``) with ``executor``;
+    return a status table (one row each). ``client``: an existing ``distributed.Client``
+    (implies the Dask executor)."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"Unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
+    if executor == "local" and client is None and (scheduler or (workers or 1) > 1):
+        raise ValueError("--scheduler and --workers > 1 need --executor dask")
+    threads = 1 if threads is None else int(threads)
+    layout = ResultsLayout(Path(results_dir), Path(notebooks_dir))
+    settings = plan(profile)
+    chosen = select(settings, only)
+    status = grid_status(chosen, layout)
     if dry_run:
         return status
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    failures_path = results_dir / "failures.json"
-    failures = json.loads(failures_path.read_text()) if failures_path.exists() else {}
-    notebooks_dir.mkdir(parents=True, exist_ok=True)
-    pending = [i for i, d in enumerate(done) if not d]
-    bar = tqdm(pending, desc=f"grid {profile}", unit="run", disable=not progress)
-    for i in bar:
-        config, params = configs[i], settings[i]
-        bar.set_postfix_str(config.run_id)
-        with tempfile.TemporaryDirectory() as tmp:
-            source, target = Path(tmp) / "input.ipynb", Path(tmp) / "output.ipynb"
-            _prepare(template, config, source)
-            start = time.perf_counter()
-            try:
-                papermill.execute_notebook(
-                    str(source), str(target), kernel_name=kernel, progress_bar=False,
-                    parameters={**params, "results_dir": str(runs_dir.resolve())},
-                    cwd=str(PROJECT_ROOT))
-            except Exception as exc:  # record, keep the partial notebook, go on
-                failed = results_dir / "failed"
-                failed.mkdir(parents=True, exist_ok=True)
-                if target.exists():
-                    shutil.move(target, failed / f"{config.run_id}.ipynb")
-                failures[config.run_id] = {"params": params, "error": f"{type(exc).__name__}: "
-                                           f"{str(exc)[-2000:]}"}
-                _atomic_json(failures_path, failures)
-                status.loc[i, "state"] = "failed"
-                continue
-            shutil.move(target, notebooks_dir / f"{config.run_id}.ipynb")
-        failures.pop(config.run_id, None)
-        _atomic_json(failures_path, failures)
-        status.loc[i, "state"] = f"ran in {time.perf_counter() - start:.0f}s"
-    bar.close()
-    finished = [runs_dir / c.run_id / "results.json" for c in configs
-                if (runs_dir / c.run_id / "results.json").exists()]
-    if finished:
-        summary = pd.concat([read_results(p) for p in finished], ignore_index=True)
-        for suffix in (".csv", ".parquet"):
-            write_results(summary, results_dir / f"summary{suffix}",
-                          columns=list(summary.columns))
-        _atomic_json(results_dir / "grid.json", {"profile": profile,
-                                                 "run_ids": [c.run_id for c in configs]})
+    by_id = {s.run_id: s for s in chosen}
+    jobs = [Job(s.run_id, s.params, prepare_notebook(Path(template), s, profile),
+                str(layout.root), str(layout.notebooks), profile, threads, kernel)
+            for s in chosen if not layout.is_finished(s.run_id)]
+    failures = load_failures(layout, profile)
+    outcomes = {}
+    bar_args = {"total": len(jobs), "desc": f"grid {profile}", "unit": "run",
+                "disable": not progress, "smoothing": 0}
+    with open_executor(executor, bool(jobs), threads, scheduler, workers, retries, client,
+                       progress) as (run, info), tqdm(**bar_args) as bar:
+        for outcome in run(jobs, bar):
+            record_outcome(layout, profile, failures, outcome, by_id[outcome["run_id"]].params)
+            outcomes[outcome["run_id"]] = outcome
+            bar.update()
+    for i, run_id in enumerate(status["run_id"]):
+        if run_id in outcomes:
+            o = outcomes[run_id]
+            status.loc[i, "state"] = (f"ran in {o['seconds']:.0f}s" if o["state"] == "ran"
+                                      else o["state"])
+    status["threads"] = threads
+    status["host"] = [outcomes.get(r, {}).get("host") for r in status["run_id"]]
+    write_summary(layout, profile, settings, info)
     return status
+
+
+@contextlib.contextmanager
+def open_executor(executor: str, work: bool, threads: int, scheduler: str | None = None,
+                  workers: int | None = None, retries: int = 2, client=None,
+                  progress: bool = True) -> Iterator[tuple]:
+    """Yield ``(run, info)``: ``run(jobs, bar)`` yields one outcome of :func:`run_setting`
+    per job, wherever the executor runs it; ``info`` records how (for ``grid.json``). When
+    there is ``work``, the environment is checked (and the model cache built once, here)
+    before any setting starts."""
+    if client is None and work:
+        prepare_model_cache()  # once, on the client: never built by two settings at once
+    if executor == "local" and client is None:
+        if work:
+            ensure_environment(environment_problems(), "this machine")
+        yield _run_local, {"executor": "local", "workers": 1, "threads_per_worker": threads}
+        return
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(dask_client(scheduler, workers, threads, retries))
+        if work:
+            _check_workers(client, progress)
+        info = {"executor": "dask", "workers": len(client.scheduler_info().get("workers", {})),
+                "threads_per_worker": threads, "scheduler": scheduler}
+        yield functools.partial(_run_dask, client=client), info
+
+
+def _check_workers(client, progress: bool, wait: float = 120.0) -> None:
+    """Every connected worker has the data and the model cache (before any setting runs)."""
+    try:
+        client.wait_for_workers(1, timeout=wait)
+    except TimeoutError as exc:
+        raise RuntimeError(f"No Dask worker joined the scheduler within {wait:.0f} s "
+                           "(are the worker jobs queued? `squeue -u $USER`)") from exc
+    problems = [p for found in client.run(environment_problems).values() for p in found]
+    ensure_environment(sorted(set(problems)), "on the Dask workers")
+    if progress:
+        info = client.scheduler_info()
+        if "dashboard" in info.get("services", {}):
+            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+        print(f"Dask: {len(info.get('workers', {}))} worker(s) at {info.get('address')}",
+              file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the study's grid with papermill.")
     parser.add_argument("--profile", default="quick", choices=PROFILES)
     parser.add_argument("--dry-run", action="store_true", help="list the settings and stop")
-    parser.add_argument("--results", type=Path, default=PROJECT_ROOT / "results")
-    parser.add_argument("--notebooks", type=Path, default=PROJECT_ROOT / "book" / "runs")
+    parser.add_argument("--only", nargs="+", metavar="RUN_ID",
+                        help="run just these settings of the profile")
+    parser.add_argument("--executor", default="local", choices=EXECUTORS,
+                        help="where settings run: this process (local) or dask.distributed")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="address of a running Dask scheduler (default: a LocalCluster)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="LocalCluster worker processes (default: cores // threads)")
+    parser.add_argument("--threads-per-worker", type=int, default=None, dest="threads",
+                        help="torch/OpenMP threads per setting (default 1)")
+    parser.add_argument("--retries", type=int, default=2,
+                        help="reruns of a setting whose worker died (LocalCluster)")
+    parser.add_argument("--results", type=Path, default=ResultsLayout().root)
+    parser.add_argument("--notebooks", type=Path, default=ResultsLayout().notebooks)
+    parser.add_argument("--template", type=Path, default=TEMPLATE, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    status = run_grid(args.profile, args.results, args.notebooks, dry_run=args.dry_run)
+    try:
+        status = run_grid(args.profile, args.results, args.notebooks, dry_run=args.dry_run,
+                          template=args.template, executor=args.executor,
+                          scheduler=args.scheduler, workers=args.workers, threads=args.threads,
+                          only=args.only, retries=args.retries)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(status.to_string(index=False))
     failed = (status["state"] == "failed").sum()
     if failed:
-        print(f"{failed} setting(s) failed: see {args.results / 'failures.json'}", file=sys.stderr)
+        path = ResultsLayout(args.results, args.notebooks).failures_file(args.profile)
+        print(f"{failed} setting(s) failed: see {path}", file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -1,12 +1,21 @@
-"""The papermill grid: profiles, resumability, failure handling (on a fast stand-in notebook),
-and the real smoke profile end to end, through the analysis and a strict book build."""
+"""The papermill grid: profiles, resumability, failure handling and threads (on a fast
+stand-in notebook); the Dask executor on a real LocalCluster with a worker killed mid-setting
+and a client killed and restarted; the real smoke profile on both executors (same run ids and
+metrics), through the analysis and a strict book build."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import textwrap
+import threading
+import time
 from pathlib import Path
 
 import nbformat
@@ -15,9 +24,11 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from optical_lib import grid
+from optical_lib.layout import ResultsLayout, claim_holder
 from optical_lib.paths import PROJECT_ROOT
 
 FAKE_BODY = '''
+import os, time
 from pathlib import Path
 from optical_lib.evaluate import RESULT_COLUMNS, write_results
 from optical_lib.experiment import ExperimentConfig
@@ -25,33 +36,54 @@ from optical_lib.experiment import ExperimentConfig
 config = ExperimentConfig.from_parameters(layers=layers, method=method, k_langs=k_langs,
                                           eval_xquad=eval_xquad)
 root = Path(results_dir).parent
-with open(root / "executions.log", "a") as log:
+(root / "pids").mkdir(exist_ok=True)
+(root / "pids" / config.run_id).write_text(str(os.getppid()))  # the process running papermill
+started = time.time()
+with open(root / "starts.log", "a") as log:
     log.write(config.run_id + "\\n")
+if (root / f"kill-always-{config.run_id}").exists():  # this setting's worker always dies
+    os.kill(os.getppid(), 9)
+    os._exit(1)
+time.sleep(sleep)
 if method == "optical" and k_langs == 64 and not (root / "fixed").exists():
     raise RuntimeError("injected failure")
 row = {c: None for c in RESULT_COLUMNS}
 row.update(run_id=config.run_id, profile="offline", task="tatoeba", query_lang="*",
            scope="macro", metric="RR@10", value=0.5, layers=layers, method=method)
 write_results([row], Path(results_dir) / config.run_id / "results.json")
+with open(root / "executions.log", "a") as log:
+    log.write(f"{config.run_id} {threads} {os.environ.get('OMP_NUM_THREADS')} "
+              f"{os.environ.get('OMP_WAIT_POLICY')} {started:.3f} {time.time():.3f}\\n")
 '''
 
 
-@pytest.fixture
-def fake_template(tmp_path):
-    params = new_code_cell('layers = 2\nmethod = "none"\nk_langs = 8\neval_xquad = None\n'
-                           'results_dir = ""')
+def make_template(path: Path, sleep: float = 0.0) -> Path:
+    params = new_code_cell(f'layers = 2\nmethod = "none"\nk_langs = 8\neval_xquad = None\n'
+                           f'results_dir = ""\nthreads = None\nsleep = {sleep}')
     params.metadata["tags"] = ["parameters"]
     nb = new_notebook(cells=[new_markdown_cell("# template"), params, new_code_cell(FAKE_BODY)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
-    path = tmp_path / "fake.ipynb"
     nbformat.write(nb, path)
     return path
+
+
+@pytest.fixture
+def fake_template(tmp_path):
+    return make_template(tmp_path / "fake.ipynb")
+
+
+def executions(results: Path) -> list[list[str]]:
+    """One row per finished execution: run id, threads, OMP_NUM_THREADS, OMP_WAIT_POLICY,
+    start and end time."""
+    log = results / "executions.log"
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
 
 
 SETTINGS = [{"layers": 2, "method": "none", "eval_xquad": []},
             {"layers": 2, "method": "optical", "k_langs": 8, "eval_xquad": []},
             {"layers": 2, "method": "optical", "k_langs": 64, "eval_xquad": []}]
+IDS = [grid.config_of(p).run_id for p in SETTINGS]
 
 
 def test_profiles_expand_the_design():
@@ -69,45 +101,248 @@ def test_profiles_expand_the_design():
 def test_grid_skips_finished_records_failures_and_resumes(tmp_path, fake_template, monkeypatch):
     monkeypatch.setattr(grid, "profile_settings", lambda profile: SETTINGS)
     results, notebooks = tmp_path / "results", tmp_path / "nb"
-    ids = [grid.config_of(p).run_id for p in SETTINGS]
+    layout, ids = ResultsLayout(results, notebooks), IDS
 
     dry = grid.run_grid("x", results, notebooks, dry_run=True, progress=False)
     assert dry["state"].tolist() == ["pending"] * 3
 
     first = grid.run_grid("x", results, notebooks, template=fake_template, progress=False)
     assert first["state"].tolist()[2] == "failed"
-    failures = json.loads((results / "failures.json").read_text())
+    failures = json.loads(layout.failures_file("x").read_text())
     assert list(failures) == [ids[2]] and "injected failure" in failures[ids[2]]["error"]
     assert sorted(p.stem for p in notebooks.glob("*.ipynb")) == sorted(ids[:2])
-    assert (results / "failed" / f"{ids[2]}.ipynb").exists()
+    assert layout.failed_notebook("x", ids[2]).exists()
     title = nbformat.read(notebooks / f"{ids[0]}.ipynb", 4).cells[0].source
     assert title.startswith("# L2 student, zero-shot baseline")
+    # every setting ran with one thread, set in the parameters and the kernel's environment
+    assert [r[1:4] for r in executions(results)] == [["1", "1", "PASSIVE"]] * 2
+    assert (first["threads"] == 1).all()
+    assert not list((results / "claims").iterdir())  # claims released
 
     (results / "fixed").touch()
-    second = grid.run_grid("x", results, notebooks, template=fake_template, progress=False)
+    second = grid.run_grid("x", results, notebooks, template=fake_template, progress=False,
+                           threads=2)
     assert second["state"].tolist()[:2] == ["done", "done"]
-    executed = (results / "executions.log").read_text().split()
-    assert executed == [ids[0], ids[1], ids[2], ids[2]]  # only the failed one ran again
-    assert json.loads((results / "failures.json").read_text()) == {}
-    table = pd.read_parquet(results / "summary.parquet")
+    assert (results / "starts.log").read_text().split() == [ids[0], ids[1], ids[2], ids[2]]
+    assert executions(results)[-1][:4] == [ids[2], "2", "2", "PASSIVE"]
+    assert json.loads(layout.failures_file("x").read_text()) == {}
+    table = pd.read_parquet(layout.summary("x"))
     assert sorted(table["run_id"]) == sorted(ids)
-    assert json.loads((results / "grid.json").read_text())["run_ids"] == ids
-    # killed between writing the results and moving the notebook: the setting is rerun
+    info = json.loads(layout.grid_file("x").read_text())
+    assert info["run_ids"] == ids and info["executor"] == "local"
+    assert info["threads_per_worker"] == 2
+    # killed between writing the results and copying the notebook: the setting is rerun
     (notebooks / f"{ids[1]}.ipynb").unlink()
     again = grid.run_grid("x", results, notebooks, dry_run=True, progress=False)
     assert again["state"].tolist() == ["done", "pending", "done"]
 
 
+def test_only_runs_the_named_settings(tmp_path, fake_template, monkeypatch):
+    monkeypatch.setattr(grid, "profile_settings", lambda profile: SETTINGS)
+    results, notebooks = tmp_path / "results", tmp_path / "nb"
+    status = grid.run_grid("x", results, notebooks, template=fake_template, progress=False,
+                           only=[IDS[1]])
+    assert status["run_id"].tolist() == [IDS[1]] and status["state"][0].startswith("ran")
+    assert (results / "starts.log").read_text().split() == [IDS[1]]
+    # the profile's grid.json still lists the whole profile; the summary what is finished
+    layout = ResultsLayout(results, notebooks)
+    assert json.loads(layout.grid_file("x").read_text())["run_ids"] == IDS
+    assert pd.read_parquet(layout.summary("x"))["run_id"].unique().tolist() == [IDS[1]]
+    with pytest.raises(ValueError, match=f"Unknown run id.*'nope'.*valid: {IDS[0]}"):
+        grid.run_grid("x", results, notebooks, only=["nope"], dry_run=True)
+    assert grid.main(["--profile", "smoke", "--only", "nope", "--dry-run"]) == 2
+
+
+def test_dask_errors_before_any_setting_runs(tmp_path, monkeypatch):
+    monkeypatch.setattr(grid, "CONNECT_TIMEOUT_S", 2.0)
+    with pytest.raises(RuntimeError, match="Cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
+        grid.run_grid("smoke", tmp_path / "r", tmp_path / "nb", executor="dask",
+                      scheduler="tcp://127.0.0.1:9", progress=False)
+    with pytest.raises(ValueError, match="need --executor dask"):
+        grid.run_grid("smoke", tmp_path / "r", tmp_path / "nb", workers=2, progress=False)
+
+
+def test_workers_missing_data_or_model_fail_before_any_setting(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPTICAL_DATA_DIR", str(tmp_path / "nodata"))
+    monkeypatch.setenv("OPTICAL_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "nodata").mkdir()
+    problems = grid.environment_problems()
+    assert "lacks" in problems[0] and "tatoeba-v1" in problems[0]
+    assert "model cache" in problems[1] and "make model" in problems[1]
+
+
+@pytest.fixture
+def local_cluster():
+    """A real 2-worker LocalCluster whose scheduler reruns a setting once after its worker
+    died (allowed-failures = 1)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+    with cluster, Client(cluster) as client:
+        yield client
+
+
+def _kill_when_started(root: Path, run_id: str, killed: list, timeout: float = 60):
+    """SIGKILL the worker process running ``run_id`` once its notebook has started."""
+    pid_file, deadline = root / "pids" / run_id, time.time() + timeout
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        os.kill(pid, signal.SIGKILL)
+        killed.append(pid)
+
+
 @pytest.mark.slow
-def test_smoke_profile_end_to_end_into_a_strict_book(tmp_path):
-    """The real notebooks on the real model and data, then the analysis, then the book."""
-    results, runs = tmp_path / "results", tmp_path / "book" / "runs"
+def test_dask_worker_killed_mid_setting_loses_only_that_setting(tmp_path, monkeypatch,
+                                                               local_cluster):
+    settings = SETTINGS[:2] + [{"layers": 2, "method": "optical", "k_langs": k, "eval_xquad": []}
+                               for k in (2, 4)]
+    ids = [grid.config_of(p).run_id for p in settings]
+    monkeypatch.setattr(grid, "profile_settings", lambda profile: settings)
+    results, notebooks = tmp_path / "results", tmp_path / "nb"
+    results.mkdir()
+    (results / f"kill-always-{ids[3]}").touch()  # dies on every worker: bounded retries
+    template = make_template(tmp_path / "sleepy.ipynb", sleep=3)
+    killed = []
+    killer = threading.Thread(target=_kill_when_started, args=(results, ids[1], killed))
+    killer.start()
+    status = grid.run_grid("x", results, notebooks, template=template, progress=False,
+                           executor="dask", client=local_cluster)
+    killer.join()
+    assert len(killed) == 1
+    states = dict(zip(status["run_id"], status["state"], strict=True))
+    assert all(states[r].startswith("ran") for r in ids[:3]), states
+    assert states[ids[3]] == "failed"
+    failures = json.loads(ResultsLayout(results, notebooks).failures_file("x").read_text())
+    assert list(failures) == [ids[3]] and "KilledWorker" in failures[ids[3]]["error"]
+    starts = (results / "starts.log").read_text().split()
+    assert starts.count(ids[1]) >= 2  # the killed setting was rerun on a fresh worker ...
+    assert starts.count(ids[0]) == starts.count(ids[2]) == 1  # ... and nothing else
+    assert starts.count(ids[3]) == 2  # first try + allowed-failures = 1 retry, then failed
+    assert sorted(p.stem for p in notebooks.glob("*.ipynb")) == sorted(ids[:3])
+    finished = [r for r in executions(results) if r[0] == ids[1]]
+    assert finished and all(r[1:4] == ["1", "1", "PASSIVE"] for r in finished)
+    # the rerun broke the dead worker's claim; the last death leaves a stale one behind
+    left = list((results / "claims").iterdir())
+    assert [p.stem for p in left] == [ids[3]] and claim_holder(left[0]) is None
+
+
+CLIENT = """
+import sys
+from optical_lib import grid
+grid.profile_settings = lambda profile: {settings!r}
+sys.exit(grid.main(["--profile", "smoke", "--executor", "dask", "--workers", "2",
+                    "--threads-per-worker", "1", "--results", {results!r},
+                    "--notebooks", {notebooks!r}, "--template", {template!r}]))
+"""
+
+
+def _overlap(rows: list[list[str]]) -> bool:
+    spans = sorted((float(r[4]), float(r[5])) for r in rows)
+    return any(b[0] < a[1] for a, b in itertools.pairwise(spans))
+
+
+@pytest.mark.slow
+def test_dask_client_killed_and_restarted_resumes(tmp_path):
+    settings = [{"layers": 2, "method": "optical", "k_langs": k, "eval_xquad": []}
+                for k in (1, 2, 4, 8, 16, 32)]
+    ids = [grid.config_of(p).run_id for p in settings]
+    results, notebooks = tmp_path / "results", tmp_path / "nb"
+    template = make_template(tmp_path / "sleepy.ipynb", sleep=4)
+    script = textwrap.dedent(CLIENT.format(settings=settings, results=str(results),
+                                           notebooks=str(notebooks), template=str(template)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen([sys.executable, "-c", script], env=env, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        starts = results / "starts.log"
+
+        def started():
+            return starts.read_text().split() if starts.exists() else []
+
+        # kill once two settings are finished and a third one is running
+        while ((len(list(notebooks.glob("*.ipynb"))) < 2 or len(started()) < 3)
+               and time.time() < deadline and first.poll() is None):
+            time.sleep(0.1)
+        before = {p.stem for p in notebooks.glob("*.ipynb")}
+        assert first.poll() is None, first.stdout.read().decode()[-3000:]
+        in_flight = set(started()) - before
+        assert len(before) >= 2 and in_flight
+        first.send_signal(signal.SIGKILL)  # the client (and the scheduler it hosts) only
+        first.wait()
+        second = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                                text=True, timeout=240)
+        assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(first.pid, signal.SIGKILL)  # orphaned workers of the first client
+    layout = ResultsLayout(results, notebooks)
+    assert all(layout.is_finished(r) for r in ids)
+    rows = executions(results)
+    for run_id in before:  # finished before the kill: not run again
+        assert [r[0] for r in rows].count(run_id) == 1
+    for run_id in ids:  # never two executions of one setting at the same time
+        assert not _overlap([r for r in rows if r[0] == run_id]), run_id
+    assert sorted(pd.read_parquet(layout.summary("smoke"))["run_id"].unique()) == sorted(ids)
+    assert not layout.failures_file("smoke").exists()
+    # an interrupted setting is finished by the restarted client (its orphaned kernel exits
+    # with its worker: "Parent appears to have exited"), never twice at once (above)
+    assert in_flight <= {r[0] for r in rows}
+
+
+@pytest.fixture(scope="module")
+def smoke_local(tmp_path_factory):
+    """The real smoke profile, local executor (run once for the tests below)."""
+    root = tmp_path_factory.mktemp("smoke-local")
+    results, runs = root / "results", root / "book" / "runs"
     status = grid.run_grid("smoke", results, runs, progress=False)
     assert status["state"].str.startswith("ran").all(), status
+    return root, status
+
+
+@pytest.mark.slow
+def test_smoke_on_a_dask_local_cluster_equals_local(smoke_local, tmp_path):
+    """CI: the smoke profile on a 2-worker LocalCluster gives the same run ids, notebooks
+    and metrics (to 1e-6) as the local executor."""
+    local_root, local_status = smoke_local
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    status = grid.run_grid("smoke", results, runs, progress=False, executor="dask", workers=2,
+                           threads=1)
+    assert status["state"].str.startswith("ran").all(), status
+    assert status["run_id"].tolist() == local_status["run_id"].tolist()
+    assert sorted(p.name for p in runs.glob("*.ipynb")) == sorted(
+        p.name for p in (local_root / "book" / "runs").glob("*.ipynb"))
+    keys = ["run_id", "task", "query_lang", "scope", "metric"]
+    ours = pd.read_parquet(ResultsLayout(results).summary("smoke")).sort_values(keys)
+    theirs = pd.read_parquet(ResultsLayout(local_root / "results").summary("smoke")
+                             ).sort_values(keys)
+    assert len(ours) == len(theirs) > 0
+    assert ours[keys].reset_index(drop=True).equals(theirs[keys].reset_index(drop=True))
+    assert abs(ours["value"].to_numpy() - theirs["value"].to_numpy()).max() <= 1e-6
+    def sources(path):  # the injected parameters differ only in results_dir
+        return [c.source.split("results_dir =")[0] for c in nbformat.read(path, 4).cells]
+
+    for nb in runs.glob("*.ipynb"):
+        assert sources(nb) == sources(local_root / "book" / "runs" / nb.name)
+    info = json.loads(ResultsLayout(results).grid_file("smoke").read_text())
+    assert info["executor"] == "dask" and info["workers"] == 2
+
+
+@pytest.mark.slow
+def test_smoke_profile_end_to_end_into_a_strict_book(smoke_local):
+    """The real notebooks on the real model and data, then the analysis, then the book."""
+    tmp_path, _ = smoke_local
+    results, runs = tmp_path / "results", tmp_path / "book" / "runs"
     papermill = Path(sys.executable).with_name("papermill")
     subprocess.run([str(papermill), "--no-progress-bar", str(PROJECT_ROOT / "notebooks" /
                     "analysis.ipynb"), str(tmp_path / "book" / "analysis.ipynb"),
-                    "-p", "results_dir", str(results)], check=True, cwd=PROJECT_ROOT)
+                    "-p", "results_dir", str(results), "-p", "profile", "smoke"],
+                   check=True, cwd=PROJECT_ROOT)
     # the book's sources, with this run's notebooks in place of the committed ones
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(PROJECT_ROOT / name, tmp_path / name)
