@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _threads import describe, thread_settings  # noqa: E402  (benchmarks/_threads.py)
 
 from optical_lib.ot import cosine_cost, ot_alignment_loss, sinkhorn  # noqa: E402
 
@@ -196,6 +197,7 @@ def machine_info(device: torch.device) -> dict:
         "torch": torch.__version__,
         "pot": ot.__version__,
         "torch_threads": torch.get_num_threads(),
+        "threads": thread_settings(),
         "cpu_count": os.cpu_count(),
         "cpu": cpu,
         "device": str(device),
@@ -226,6 +228,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    print(describe(), flush=True)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("--device cuda given but torch.cuda.is_available() is False")
     device = torch.device(args.device)

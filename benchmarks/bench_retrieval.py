@@ -27,6 +27,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _threads import describe, thread_settings  # noqa: E402  (benchmarks/_threads.py)
+
 from optical_lib.retrieval import DEFAULT_BLOCK_SIZE, search  # noqa: E402
 
 MiB = 1024 * 1024
@@ -208,6 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "thread_settings": thread_settings(),
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
     }
@@ -215,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# search: {args.queries} queries, d={args.dim}, k={args.k}, "
         f"block={args.block_size}, torch {env['torch']}, {env['threads']} threads"
     )
+    print(describe(env["thread_settings"]))
     search_rows = bench_search(
         args.sizes, args.queries, args.dim, args.k, args.block_size, args.repeats
     )

@@ -7,6 +7,7 @@ for sentence-MSE. It reports pairs/s, the share of the OPTICAL step spent in Sin
 OPTICAL/MSE step-time ratio::
 
     python benchmarks/bench_train.py [--layers 3 6 12] [--steps 10] [--device cpu] [--json PATH]
+                                      [--threads T]
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from _threads import describe, thread_settings  # benchmarks/_threads.py
 
 from optical_lib.distill import DistillConfig, Distiller
 from optical_lib.experiment import ExperimentConfig, training_sample
@@ -54,7 +56,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's default, all cores)")
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(describe(), flush=True)
     pairs = training_sample(ExperimentConfig.from_parameters(k_langs=8, budget=512, seed=0)).pairs
     rows = []
     teacher = None
@@ -74,7 +81,8 @@ def main() -> None:
               f"MSE {row['mse_pairs_per_s']:6.1f} pairs/s, OPTICAL/MSE step time "
               f"{row['optical_over_mse']:.2f}x", flush=True)
     info = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "device": args.device, "batch": args.batch,
+            "threads": torch.get_num_threads(), "thread_settings": thread_settings(),
+            "device": args.device, "batch": args.batch,
             "steps": args.steps}
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,30 @@
+"""The thread settings a benchmark ran with: printed at the start, stored in its JSON.
+
+With another process on one of two cores, torch's default of one thread per core runs
+10-130x slower, so every timing is meaningless without these numbers.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
+
+
+def thread_settings() -> dict:
+    """torch's intra-/inter-op thread counts, the environment that sets them, the cores."""
+    return {"torch_threads": torch.get_num_threads(),
+            "torch_interop_threads": torch.get_num_interop_threads(),
+            **{name: os.environ.get(name) for name in ENV_VARS},
+            "cpu_count": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else None}
+
+
+def describe(settings: dict | None = None) -> str:
+    s = thread_settings() if settings is None else settings
+    env = ", ".join(f"{k}={s[k] if s[k] is not None else 'unset'}" for k in ENV_VARS)
+    return (f"# threads: torch {s['torch_threads']} (inter-op {s['torch_interop_threads']}), "
+            f"{env}; {s['cpu_count']} cores, {s['affinity']} usable")
