@@ -428,6 +428,13 @@ def max_fixed_budget(ks: Iterable[int], n_lines: int = NTREX_LINES) -> int:
     return step * (n_lines // step)
 
 
+#: The study's numbers of training languages (k as a category) and its two budgets: the
+#: largest budget every k divides (1,984 = 64 x 31 on NTREX's 1,997 lines) and a small one.
+#: Fixed here, before any run.
+STUDY_KS: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+STUDY_BUDGETS: tuple[int, ...] = (1984, 512)
+
+
 def english_ids(budget: int, draw: int, n_lines: int = NTREX_LINES) -> tuple[int, ...]:
     """The ``budget`` English ids of draw ``draw``: the first ``budget`` of a permutation of
     ``range(n_lines)`` seeded by the draw only (not by k), so smaller budgets are prefixes."""

@@ -19,7 +19,7 @@ from optical_lib import data as D
 from optical_lib import fetch
 from optical_lib import multiway as M
 
-KS = (1, 2, 4, 8, 16, 32, 64)
+KS = M.STUDY_KS
 REQUIRED_EVAL = ("hau", "ibo", "yor", "zul", "kin", "bem", "twi", "swh", "amh", "som")
 
 
@@ -371,3 +371,11 @@ def test_download_checksum_mismatch(root, file_server, monkeypatch, tmp_path):
     assert not list((dest / "flores-200/devtest").glob(".part-*"))
     expected = hashlib.sha256((root / FILES[3]).read_bytes()).hexdigest()
     assert expected in manifest.read_text()
+
+
+def test_study_budgets_work_for_every_study_k():
+    assert M.STUDY_BUDGETS[0] == M.max_fixed_budget(M.STUDY_KS)
+    for budget in M.STUDY_BUDGETS:
+        assert all(budget % k == 0 for k in M.STUDY_KS)
+    for relatives in (True, False):
+        assert len(M.training_pool_ntrex(relatives=relatives)) >= max(M.STUDY_KS)
