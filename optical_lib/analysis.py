@@ -185,3 +185,87 @@ def tuning_table(results_dir: str | Path = "results") -> pd.DataFrame | None:
     table = pd.read_csv(path).sort_values(["layers", "method", "lr"], na_position="first")
     columns = [c for c in ("dev_rr10", "dev_rr10_teacher_docs", "train_s") if c in table]
     return table.set_index(["layers", "method", "lr"])[columns].round(3)
+
+
+def markdown_table(df: pd.DataFrame, digits: int = 3, index: bool = False,
+                   formats: dict[str, str] | None = None) -> str:
+    """A result table as Markdown for the book: floats to ``digits`` places (or the format
+    spec ``formats[column]``, e.g. ``".0e"``), p-values below 0.001 as ``< 0.001``, integers
+    and labels as they are, missing values empty."""
+    formats = formats or {}
+
+    def cell(column: str, value) -> str:
+        if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+            return ""
+        if isinstance(value, (bool, np.bool_)):
+            return "yes" if value else "no"
+        if column in formats:
+            return format(value, formats[column])
+        if isinstance(value, (float, np.floating)):
+            if column.lower() in ("p", "p_holm", "pvalue", "p_value") and value < 0.001:
+                return "< 0.001"
+            return f"{value:.{digits}f}"
+        return str(value)
+
+    table = df.reset_index() if index else df
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---"
+                          for c in table.columns) + "|"
+    body = ["| " + " | ".join(cell(str(c), v) for c, v in zip(table.columns, row, strict=True))
+            + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def settings_markdown(study: Study, metric: str = "RR@10") -> dict[str, str]:
+    """:func:`settings_table` as one readable Markdown table per suite (method names, size in
+    millions of non-embedding parameters)."""
+    from .distill import METHOD_LABELS
+
+    table = settings_table(study, metric)
+    table["method"] = table["method"].map(lambda m: METHOD_LABELS.get(m, m))
+    table["params (M)"] = table["nonemb_params"] / 1e6
+    table = table.rename(columns={"layers": "L", "k_langs": "k", "n_seeds": "seeds"})
+    columns = ["method", "L", "params (M)", "k", "mean", "std", "min", "max", "ci_low",
+               "ci_high", "seeds"]
+    return {suite: markdown_table(part[columns], formats={"params (M)": ".1f"})
+            for suite, part in table.groupby("task", sort=True)}
+
+
+def execute(profile: str = "medium", results_dir: str | Path = "results",
+            output: str | Path = "book/analysis.ipynb",
+            template: str | Path = "notebooks/analysis.ipynb") -> Path:
+    """Execute the analysis notebook on one profile's results into the book (papermill, in
+    the project root, so relative paths in its parameters resolve there), with the injected
+    parameters cell hidden from the page (``remove-cell``)."""
+    import nbformat
+    import papermill
+
+    from .layout import atomic_write
+    from .paths import PROJECT_ROOT
+
+    output = Path(output)
+    executed = papermill.execute_notebook(
+        str(template), None, parameters={"results_dir": str(results_dir), "profile": profile},
+        progress_bar=False, cwd=str(PROJECT_ROOT))
+    for cell in executed.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    atomic_write(output, nbformat.writes(executed))
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=execute.__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="medium")
+    parser.add_argument("--results", default="results")
+    parser.add_argument("--output", default="book/analysis.ipynb")
+    args = parser.parse_args(argv)
+    print(execute(args.profile, args.results, args.output))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

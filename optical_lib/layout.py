@@ -55,6 +55,15 @@ __all__ = ["ClaimHeld", "ResultsLayout", "atomic_copy", "atomic_write", "atomic_
            "claim", "claim_holder", "file_lock"]
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any] | str | bytes) -> Path:
     """Write ``path`` atomically.
 
@@ -68,6 +77,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any] | str | by
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # the mode a plain open() would give, not mkstemp's 0600
         if isinstance(write, (str, bytes)):
             with os.fdopen(fd, "wb") as fh:
                 fh.write(write.encode() if isinstance(write, str) else write)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -44,7 +45,8 @@ def style() -> Iterator[None]:
     """
     rc = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook"),
           "axes.prop_cycle": matplotlib.cycler(color=PALETTE),
-          "figure.dpi": DPI, "savefig.dpi": SAVE_DPI, "savefig.bbox": "tight"}
+          "figure.dpi": DPI, "savefig.dpi": SAVE_DPI, "savefig.bbox": "tight",
+          "svg.hashsalt": "optical-study"}  # same figure, same SVG bytes
     with plt.rc_context(rc):
         yield
 
@@ -204,6 +206,22 @@ def language_strip(results: pd.DataFrame, metric: str = "RR@10",
     ax.legend(title="student layers L", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def save(fig: plt.Figure, path: str | Path) -> Path:
+    """Write a figure for a page that is not its notebook (SVG or PNG by suffix), atomically;
+    SVG output has no embedded date, so the same figure gives the same bytes."""
+    from .layout import atomic_write
+
+    path = Path(path)
+    metadata = {"Date": None} if path.suffix == ".svg" else None
+
+    def write(tmp: str) -> None:
+        with style():
+            fig.savefig(tmp, format=path.suffix.lstrip("."), bbox_inches="tight",
+                        metadata=metadata)
+
+    return atomic_write(path, write)
 
 
 def close(fig) -> None:
