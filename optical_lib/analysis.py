@@ -219,8 +219,6 @@ def markdown_table(df: pd.DataFrame, digits: int = 3, index: bool = False,
 def settings_markdown(study: Study, metric: str = "RR@10") -> dict[str, str]:
     """:func:`settings_table` as one readable Markdown table per suite (method names, size in
     millions of non-embedding parameters)."""
-    from .distill import METHOD_LABELS
-
     table = settings_table(study, metric)
     table["method"] = table["method"].map(lambda m: METHOD_LABELS.get(m, m))
     table["params (M)"] = table["nonemb_params"] / 1e6
@@ -231,27 +229,69 @@ def settings_markdown(study: Study, metric: str = "RR@10") -> dict[str, str]:
             for suite, part in table.groupby("task", sort=True)}
 
 
+def runs_table(study: Study, metric: str = "RR@10", link_dir: str = "runs") -> pd.DataFrame:
+    """One row per setting of the study: a linked short title, depth, method, k, seed and
+    the macro metric of each suite; sorted by method, depth, k and seed."""
+    from .experiment import setting_title
+
+    macro = study.macro[study.macro["metric"] == metric]
+    values = macro.pivot_table(index="run_id", columns="task", values="value")
+    runs = study.summary.drop_duplicates("run_id").set_index("run_id")
+    order = {m: i for i, m in enumerate(METHOD_LABELS)}
+    rows = []
+    for run_id, run in runs.iterrows():
+        k = None if pd.isna(run["k_langs"]) else int(run["k_langs"])
+        title = setting_title(int(run["layers"]), run["method"], k, int(run["seed"]))
+        rows.append({"setting": f"[{title}]({link_dir}/{run_id}.ipynb)",
+                     "L": int(run["layers"]), "method": METHOD_LABELS.get(run["method"]),
+                     "k": k, "seed": int(run["seed"]) if k is not None else None,
+                     **{f"{metric} {suite}": values.loc[run_id, suite]
+                        for suite in values.columns},
+                     "_order": order.get(run["method"], 99)})
+    table = pd.DataFrame(rows).sort_values(["_order", "L", "k", "seed"], na_position="first")
+    return table.drop(columns="_order").reset_index(drop=True)
+
+
+RUNS_PAGE = """# Every run
+
+One executed notebook per setting of the **{profile}** profile, exactly as papermill ran it:
+parameters, the realised training sample, the loss curve, per-language results with 95%
+confidence intervals, and where the run came from (commit, date, threads, data checksums). Run
+ids are content hashes of the parameters; `python -m optical_lib.grid --profile {profile} --only
+RUN_ID` reruns one. The table is written by the analysis step (`make analysis`) from the result
+files; the metric is macro {metric} over the evaluation languages of each suite.
+
+{table}
+"""
+
+
 def execute(profile: str = "medium", results_dir: str | Path = "results",
-            output: str | Path = "book/analysis.ipynb",
+            book_dir: str | Path = "book",
             template: str | Path = "notebooks/analysis.ipynb") -> Path:
     """Execute the analysis notebook on one profile's results into the book (papermill, in
-    the project root, so relative paths in its parameters resolve there), with the injected
-    parameters cell hidden from the page (``remove-cell``)."""
+    the project root, so relative paths resolve there): ``<book>/analysis.ipynb`` with the
+    injected parameters cell hidden (``remove-cell``), the intro's headline figure
+    ``<book>/figures/headline.svg`` and the runs index ``<book>/runs.md``."""
     import nbformat
     import papermill
 
     from .layout import atomic_write
     from .paths import PROJECT_ROOT
 
-    output = Path(output)
+    book = Path(book_dir)
     executed = papermill.execute_notebook(
-        str(template), None, parameters={"results_dir": str(results_dir), "profile": profile},
-        progress_bar=False, cwd=str(PROJECT_ROOT))
+        str(template), None, progress_bar=False, cwd=str(PROJECT_ROOT),
+        parameters={"results_dir": str(results_dir), "profile": profile,
+                    "figures_dir": str(book / "figures")})
     for cell in executed.cells:
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
-    atomic_write(output, nbformat.writes(executed))
+    output = atomic_write(book / "analysis.ipynb", nbformat.writes(executed))
+    study = load_study(results_dir, profile)
+    table = markdown_table(runs_table(study), formats={"k": ".0f", "seed": ".0f"})
+    atomic_write(book / "runs.md", RUNS_PAGE.format(profile=profile, metric="RR@10",
+                                                   table=table))
     return output
 
 
@@ -261,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=execute.__doc__.splitlines()[0])
     parser.add_argument("--profile", default="medium")
     parser.add_argument("--results", default="results")
-    parser.add_argument("--output", default="book/analysis.ipynb")
+    parser.add_argument("--book", default="book", help="the book's folder (pages written)")
     args = parser.parse_args(argv)
-    print(execute(args.profile, args.results, args.output))
+    print(execute(args.profile, args.results, args.book))
     return 0
 
 

@@ -62,6 +62,17 @@ TRAINING_ONLY = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_size
 EXECUTION_FIELDS = ("threads",)
 
 
+def setting_title(layers: int, method: str, k_langs: int | None = None,
+                  seed: int | None = None) -> str:
+    """A setting's short title, e.g. ``L2 · centred OPTICAL · k = 16 · seed 0``."""
+    from .distill import METHOD_LABELS
+
+    parts = [f"L{layers}", METHOD_LABELS.get(method, method)]
+    if method != "none":
+        parts += [f"k = {k_langs}", f"seed {seed}"]
+    return " · ".join(parts)
+
+
 def _default_training() -> DistillConfig:
     return DistillConfig(**STUDY_TRAINING, lr=DEFAULT_LR[STUDY_TRAINING["student_layers"]])
 
@@ -139,6 +150,10 @@ class ExperimentConfig:
         items = {"run_id": self.run_id, **self.parameters()}
         return pd.DataFrame({"value": [", ".join(v) if isinstance(v, tuple) else v
                                        for v in items.values()]}, index=list(items))
+
+    @property
+    def title(self) -> str:
+        return setting_title(self.layers, self.method, self.k_langs, self.seed)
 
     @property
     def run_id(self) -> str:
