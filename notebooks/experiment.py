@@ -20,8 +20,9 @@
 # `papermill notebooks/experiment.ipynb out.ipynb -p layers 3 -p method optical -p k_langs 8`
 # (lists as YAML: `-y 'eval_tatoeba: [swh, amh]'`).
 
-# %% tags=["parameters"]
-# Parameters (papermill overrides these). Lists default to the study's named splits.
+# %% tags=["parameters", "remove-cell"]
+# Parameters (papermill overrides these; the cell papermill injects below shows this run's).
+# Lists default to the study's named splits.
 profile = "offline"  # "offline" (Tatoeba/XQuAD-R, embedded) or "webfaq" (needs internet)
 model = "me5-small"  # student family or a Hugging Face id
 layers = 3  # student depth L
@@ -53,6 +54,7 @@ from IPython.display import Markdown, display
 from myst_nb import glue
 
 from optical_lib import plots
+from optical_lib.analysis import markdown_table
 from optical_lib.distill import distill
 from optical_lib.evaluate import read_results
 from optical_lib.experiment import (
@@ -77,7 +79,7 @@ config = ExperimentConfig.from_parameters(
 validate(config)
 data_digests = verify_data(config)
 apply_threads(config)
-config.table()
+Markdown(markdown_table(config.table(), index=True))
 
 # %% [markdown]
 # ## Training data
@@ -87,7 +89,7 @@ config.table()
 
 # %%
 sample = training_sample(config)
-diversity_table(sample)
+Markdown(markdown_table(diversity_table(sample), index=True))
 
 # %% [markdown]
 # ## Distillation
@@ -95,7 +97,7 @@ diversity_table(sample)
 # %%
 teacher = load_teacher(config)
 student, history = distill(config.training, sample.pairs if sample else [],
-                           teacher=teacher, progress=False)
+                           teacher=teacher, progress=True)  # progress bar on stderr
 if len(history):
     display(plots.loss_curve(history, title=f"{config.run_id}: loss"))
     plots.close("all")
@@ -111,8 +113,8 @@ else:
 # %%
 rows, per_query = evaluate_student(config, student, teacher)
 layout = ResultsLayout(root=Path(results_dir).parent)
-out = write_setting(config, rows, per_query, history, sample, layout,
-                    provenance(config, data_digests))
+prov = provenance(config, data_digests)
+out = write_setting(config, rows, per_query, history, sample, layout, prov)
 results = read_results(layout.results_file(config.run_id))
 macro = results[results["scope"] == "macro"].pivot_table(
     index="task", columns="metric", values="value").round(3)
@@ -123,7 +125,17 @@ fig = plots.per_language(results, "RR@10", title=f"{config.run_id}: RR@10 per la
 display(fig)
 plots.close(fig)
 
+# %% [markdown]
+# ## Provenance
+#
+# Where this run came from: the code's commit, when it ran, the torch threads its timings used,
+# and the SHA-256 digests of the pinned data files it read (verified before any compute).
+
 # %%
+import pandas as pd
+
+facts = {k: v for k, v in prov.items() if k != "data_sha256"}
+facts.update({f"data {folder}": digest for folder, digest in prov["data_sha256"].items()})
 for task in macro.index:
     glue(f"{config.run_id}-{task}-rr10", f"{macro.loc[task, 'RR@10']:.3f}", display=False)
-Markdown(f"Results written to `{layout.run_dir(config.run_id).name}/` in the results folder.")
+Markdown(markdown_table(pd.DataFrame({"what": list(facts), "value": list(facts.values())})))

@@ -207,7 +207,7 @@ def markdown_table(df: pd.DataFrame, digits: int = 3, index: bool = False,
             return f"{value:.{digits}f}"
         return str(value)
 
-    table = df.reset_index() if index else df
+    table = df.reset_index(names=df.index.name or "") if index else df
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---"
                           for c in table.columns) + "|"

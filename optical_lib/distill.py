@@ -337,7 +337,7 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
         elapsed = state.history[-1]["wall_s"] if state.history else 0.0
         clock = time.perf_counter()
         bar = tqdm(total=len(schedule), initial=state.step, disable=not progress,
-                   desc=f"{c.method} L{dist.student.layers}", unit="step")
+                   desc=f"{c.method} L{dist.student.layers}", unit="step", mininterval=2.0)
         for step in range(state.step, len(schedule)):
             epoch, idx = schedule[step]
             row = _train_step(dist, state, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
