@@ -153,6 +153,43 @@ def test_only_runs_the_named_settings(tmp_path, fake_template, monkeypatch):
     assert grid.main(["--profile", "smoke", "--only", "nope", "--dry-run"]) == 2
 
 
+HOLDER = """
+import shutil, sys, time
+from pathlib import Path
+from optical_lib.evaluate import RESULT_COLUMNS, write_results
+from optical_lib.layout import ResultsLayout, claim
+
+layout, run_id = ResultsLayout(sys.argv[1], sys.argv[2]), sys.argv[3]
+with claim(layout.claim_file(run_id)):
+    Path(sys.argv[4]).touch()  # holding it now
+    time.sleep(3)
+    row = {c: None for c in RESULT_COLUMNS}
+    row.update(run_id=run_id, task="tatoeba", query_lang="*", scope="macro", metric="RR@10",
+               value=0.5)
+    write_results([row], layout.results_file(run_id))
+    layout.notebook(run_id).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(sys.argv[5], layout.notebook(run_id))
+"""
+
+
+def test_a_setting_claimed_by_a_live_process_is_waited_for_not_run_twice(
+        tmp_path, fake_template, monkeypatch):
+    """Another process (an orphaned worker, a second grid) is running the setting: the grid
+    waits for its claim and finds the setting finished."""
+    monkeypatch.setattr(grid, "profile_settings", lambda profile: SETTINGS[:1])
+    results, notebooks, holding = tmp_path / "results", tmp_path / "nb", tmp_path / "holding"
+    other = subprocess.Popen([sys.executable, "-c", HOLDER, str(results), str(notebooks),
+                              IDS[0], str(holding), str(fake_template)])
+    deadline = time.time() + 60
+    while not holding.exists() and time.time() < deadline and other.poll() is None:
+        time.sleep(0.05)
+    assert holding.exists()
+    status = grid.run_grid("x", results, notebooks, template=fake_template, progress=False)
+    assert other.wait(timeout=60) == 0
+    assert status["state"].tolist() == ["done"]
+    assert not (results / "starts.log").exists()  # never executed here
+
+
 def test_dask_errors_before_any_setting_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(grid, "CONNECT_TIMEOUT_S", 2.0)
     with pytest.raises(RuntimeError, match="Cannot reach the Dask scheduler at tcp://127.0.0.1:9"):
