@@ -134,11 +134,14 @@ def config_of(params: dict) -> ExperimentConfig:
     return ExperimentConfig.from_parameters(**params)
 
 
-def title_of(config: ExperimentConfig) -> str:
-    what = "zero-shot baseline" if config.method == "none" else (
-        f"{config.method.upper() if config.method == 'mse' else 'OPTICAL'}, "
-        f"k = {config.k_langs} languages, {config.budget} pairs, seed {config.seed}")
-    return f"L{config.layers} student, {what}"
+def project_path(path: Path) -> str:
+    """``path`` relative to the project root when it lies inside it (what a published
+    notebook records), else absolute."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(PROJECT_ROOT))
+    except ValueError:
+        return str(path)
 
 
 # --------------------------------------------------------------------------- plan
@@ -157,7 +160,7 @@ class Setting:
 
     @property
     def title(self) -> str:
-        return title_of(self.config)
+        return self.config.title
 
 
 def plan(profile: str) -> list[Setting]:
@@ -274,8 +277,12 @@ class Job:
 def prepare_notebook(template: Path, setting: Setting, profile: str) -> str:
     """The template with this setting's own title (unique page titles in the book)."""
     nb = nbformat.read(template, as_version=4)
-    nb.cells[0].source = (f"# {setting.title}\n\nRun `{setting.run_id}` of the grid "
-                          f"(profile `{profile}`); parameters below.")
+    config = setting.config
+    what = ("the un-distilled student" if config.method == "none" else
+            f"{config.budget} training pairs from {config.k_langs} language(s)")
+    nb.cells[0].source = (f"# {setting.title}\n\nRun `{setting.run_id}` of the grid (profile "
+                          f"`{profile}`): the {config.layers}-layer student, {what}. The "
+                          "cell below holds this run's parameters.")
     return nbformat.writes(nb)
 
 
@@ -311,7 +318,7 @@ def run_setting(job: Job) -> dict:
                     papermill.execute_notebook(
                         str(source), str(target), kernel_name=job.kernel, progress_bar=False,
                         parameters={**job.params, "threads": job.threads,
-                                    "results_dir": str(layout.runs.resolve())},
+                                    "results_dir": project_path(layout.runs)},
                         cwd=str(PROJECT_ROOT))
                 if not layout.results_file(job.run_id).exists():
                     error = (f"the notebook finished without writing "

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .layout import atomic_write
+from .layout import atomic_write, file_lock
 from .paths import cache_dir
 
 ME5_SMALL = "me5-small"
@@ -351,16 +351,21 @@ def build_me5_small(target_dir: Path | None = None, force: bool = False) -> Path
     source_sha = _sha256(source)
     if not force and _build_info_ok(target, source_sha):
         return target
-    q4 = read_q4_model(source)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # build in a private directory beside the target, then rename it into place: parallel
-    # grid workers never see (or write into) a half-built model
-    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".build", dir=target.parent))
-    try:
-        _write_model(q4, build, source, source_sha)
-        _replace_dir(build, target, lambda: _build_info_ok(target, source_sha))
-    finally:
-        shutil.rmtree(build, ignore_errors=True)
+    # one builder per host at a time (the others wait, then find the model built); it builds
+    # in a private directory beside the target and renames it into place, so parallel grid
+    # workers never see (or write into) a half-built model
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if not force and _build_info_ok(target, source_sha):
+            return target
+        q4 = read_q4_model(source)
+        build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".build",
+                                      dir=target.parent))
+        try:
+            _write_model(q4, build, source, source_sha)
+            _replace_dir(build, target, lambda: not force and _build_info_ok(target, source_sha))
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
     return target
 
 

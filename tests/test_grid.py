@@ -373,26 +373,27 @@ def test_smoke_on_a_dask_local_cluster_equals_local(smoke_local, tmp_path):
 @pytest.mark.slow
 def test_smoke_profile_end_to_end_into_a_strict_book(smoke_local):
     """The real notebooks on the real model and data, then the analysis, then the book."""
+    from optical_lib.analysis import execute
+
     tmp_path, _ = smoke_local
-    results, runs = tmp_path / "results", tmp_path / "book" / "runs"
-    papermill = Path(sys.executable).with_name("papermill")
-    subprocess.run([str(papermill), "--no-progress-bar", str(PROJECT_ROOT / "notebooks" /
-                    "analysis.ipynb"), str(tmp_path / "book" / "analysis.ipynb"),
-                    "-p", "results_dir", str(results), "-p", "profile", "smoke"],
-                   check=True, cwd=PROJECT_ROOT)
-    # the book's sources, with this run's notebooks in place of the committed ones
+    results, book = tmp_path / "results", tmp_path / "book"
+    # the book's sources, with this run's notebooks and analysis in place of the committed ones
     for name in ("_config.yml", "_toc.yml"):
         shutil.copy(PROJECT_ROOT / name, tmp_path / name)
     for page in (PROJECT_ROOT / "book").glob("*.*"):
-        if page.suffix in (".md", ".bib"):
-            shutil.copy(page, tmp_path / "book" / page.name)
-    shutil.copy(PROJECT_ROOT / "book" / "runs" / "index.md", runs / "index.md")
+        if page.suffix in (".md", ".bib") and page.name != "runs.md":
+            shutil.copy(page, book / page.name)
+    execute("smoke", results, book)  # analysis.ipynb, figures/headline.svg, runs.md
+    assert (book / "figures" / "headline.svg").exists()
+    runs_page = (book / "runs.md").read_text()
+    assert runs_page.count("](runs/") == 2 and "**smoke** profile" in runs_page
     jb = Path(sys.executable).with_name("jupyter-book")
     build = subprocess.run([str(jb), "build", str(tmp_path), "-W", "-n", "--keep-going"],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-2000:]
     html = (tmp_path / "_build" / "html" / "book" / "analysis.html").read_text()
     assert "smoke" in html and "Size × diversity" in html
+    assert "results_dir" not in html  # the injected parameters cell is hidden
 
 
 def test_committed_book_builds_strictly(tmp_path):
