@@ -207,7 +207,12 @@ def markdown_table(df: pd.DataFrame, digits: int = 3, index: bool = False,
             return f"{value:.{digits}f}"
         return str(value)
 
-    table = df.reset_index(names=df.index.name or "") if index else df
+    if index:
+        names = [name or ("" if df.index.nlevels == 1 else f"level_{i}")
+                 for i, name in enumerate(df.index.names)]
+        table = df.reset_index(names=names)
+    else:
+        table = df
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "|".join("---:" if pd.api.types.is_numeric_dtype(table[c]) else "---"
                           for c in table.columns) + "|"

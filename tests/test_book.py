@@ -46,7 +46,7 @@ def test_citation_metadata():
     assert "MIT License" in (PROJECT_ROOT / "LICENSE").read_text()
 
 
-def test_book_serves_mathjax_itself_and_executes_only_the_toy_page(tmp_path):
+def test_book_serves_mathjax_itself_and_executes_only_the_computed_pages(tmp_path):
     jb = Path(sys.executable).with_name("jupyter-book")
     build = subprocess.run([str(jb), "build", str(PROJECT_ROOT), "-W", "-n", "--keep-going",
                             "--path-output", str(tmp_path)], capture_output=True, text=True)
@@ -62,4 +62,7 @@ def test_book_serves_mathjax_itself_and_executes_only_the_toy_page(tmp_path):
     toy = (html / "book" / "ot_toy.html").read_text()
     assert "<img" in toy and "exact OT" in toy  # outputs exist only if the page was executed
     executed = re.findall(r"(\S+): Executed notebook", build.stdout + build.stderr)
-    assert [Path(p).name for p in executed] == ["ot_toy.md"]
+    # the two pages computed at build time (toy OT, the v2 splits); never a run or the analysis
+    assert sorted(Path(p).name for p in executed) == ["ot_toy.md", "splits.md"]
+    splits = (html / "book" / "splits.html").read_text()
+    assert "Hausa" in splits and "<table" in splits
