@@ -64,11 +64,12 @@ bench: $(STAMP) ## speed benchmarks: OT, search, encoding, training (prints rati
 	$(PY) benchmarks/bench_retrieval.py --encode --json benchmarks/out/retrieval.json
 	$(PY) benchmarks/bench_train.py --json benchmarks/out/train.json
 
-study: data model ## everything on a fresh machine: data, model, quick grid, analysis, book
+study: data model ## everything on a fresh machine: data, model, the grid of PROFILE (default: the published medium), analysis, book
+	@echo "make study: profile $(PROFILE) (finished settings are reused; PROFILE=quick for the small subset)"
 	$(MAKE) grid PROFILE=$(PROFILE)
-	$(MAKE) analysis
+	$(MAKE) analysis PROFILE=$(PROFILE)
 	$(MAKE) book
-	@echo "The book is at _build/html/index.html"
+	@echo "The book at _build/html/index.html shows the $(PROFILE) profile"
 
 lab: $(STAMP) ## install the teach extra (JupyterLab, ipywidgets), open JupyterLab on notebooks/ (LAB_ARGS=...)
 	$(PY) -m pip install -q $(PIP_CONSTRAINT) -e '.[dev,teach]'
