@@ -357,15 +357,21 @@ def record_outcome(layout: ResultsLayout, profile: str, failures: dict, outcome:
 def write_summary(layout: ResultsLayout, profile: str, settings: list[Setting],
                   run_info: dict) -> pd.DataFrame | None:
     """``summary.{csv,parquet}`` (every result row of the profile's finished settings) and
-    ``grid.json`` (its run ids in order, and how this grid run was executed)."""
+    ``grid.json`` (its run ids in order, and how the last grid run that computed something was
+    executed; ``run_info=None`` keeps what the file says, so re-running a finished grid
+    rewrites the same bytes)."""
     finished = [layout.results_file(s.run_id) for s in settings if layout.is_finished(s.run_id)]
     if not finished:
         return None
     summary = pd.concat([read_results(p) for p in finished], ignore_index=True)
     for suffix in (".csv", ".parquet"):
         write_results(summary, layout.summary(profile, suffix), columns=list(summary.columns))
-    atomic_write_json(layout.grid_file(profile), {
-        "profile": profile, "run_ids": [s.run_id for s in settings], **run_info})
+    grid_file = layout.grid_file(profile)
+    if run_info is None and grid_file.exists():  # nothing ran: keep how the results were made
+        run_info = {k: v for k, v in json.loads(grid_file.read_text()).items()
+                    if k not in ("profile", "run_ids")}
+    atomic_write_json(grid_file, {
+        "profile": profile, "run_ids": [s.run_id for s in settings], **(run_info or {})})
     return summary
 
 
@@ -498,7 +504,7 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
                                       else o["state"])
     status["threads"] = threads
     status["host"] = [outcomes.get(r, {}).get("host") for r in status["run_id"]]
-    write_summary(layout, profile, settings, info)
+    write_summary(layout, profile, settings, info if outcomes else None)
     return status
 
 

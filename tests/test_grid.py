@@ -131,6 +131,13 @@ def test_grid_skips_finished_records_failures_and_resumes(tmp_path, fake_templat
     info = json.loads(layout.grid_file("x").read_text())
     assert info["run_ids"] == ids and info["executor"] == "local"
     assert info["threads_per_worker"] == 2
+    # a finished grid run again (another executor, threads) computes nothing and rewrites the
+    # profile's files byte for byte (make study on a clone reproduces the published results)
+    files = [layout.summary("x", ".csv"), layout.summary("x", ".parquet"), layout.grid_file("x")]
+    before = [f.read_bytes() for f in files]
+    third = grid.run_grid("x", results, notebooks, template=fake_template, progress=False)
+    assert (third["state"] == "done").all()
+    assert [f.read_bytes() for f in files] == before
     # killed between writing the results and copying the notebook: the setting is rerun
     (notebooks / f"{ids[1]}.ipynb").unlink()
     again = grid.run_grid("x", results, notebooks, dry_run=True, progress=False)
