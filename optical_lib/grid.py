@@ -272,6 +272,7 @@ class Job:
     threads: int = 1
     kernel: str = "python3"
     claim_wait: float | None = None  # seconds to wait for a live claim (None: as needed)
+    template: str = "notebooks/experiment.ipynb"  # where the notebook came from (as recorded)
 
 
 def prepare_notebook(template: Path, setting: Setting, profile: str) -> str:
@@ -284,6 +285,15 @@ def prepare_notebook(template: Path, setting: Setting, profile: str) -> str:
                           f"`{profile}`): the {config.layers}-layer student, {what}. The "
                           "cell below holds this run's parameters.")
     return nbformat.writes(nb)
+
+
+def record_paths(notebook: Path, input_path: str, output_path: str) -> None:
+    """Record in an executed notebook's papermill metadata where it came from and where it is
+    published, instead of the temporary files it was executed between."""
+    nb = nbformat.read(notebook, as_version=4)
+    meta = nb.metadata.setdefault("papermill", {})
+    meta["input_path"], meta["output_path"] = input_path, output_path
+    nbformat.write(nb, notebook)
 
 
 def run_setting(job: Job) -> dict:
@@ -330,6 +340,7 @@ def run_setting(job: Job) -> dict:
                 if target.exists():
                     atomic_copy(target, layout.failed_notebook(job.profile, job.run_id))
                 return {**outcome, "state": "failed", "seconds": seconds, "error": error}
+            record_paths(target, job.template, project_path(layout.notebook(job.run_id)))
             atomic_copy(target, layout.notebook(job.run_id))
     return {**outcome, "state": "ran", "seconds": seconds}
 
@@ -485,7 +496,8 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
         return status
     by_id = {s.run_id: s for s in chosen}
     jobs = [Job(s.run_id, s.params, prepare_notebook(Path(template), s, profile),
-                str(layout.root), str(layout.notebooks), profile, threads, kernel)
+                str(layout.root), str(layout.notebooks), profile, threads, kernel,
+                template=project_path(Path(template)))
             for s in chosen if not layout.is_finished(s.run_id)]
     failures = load_failures(layout, profile)
     outcomes = {}

@@ -114,6 +114,8 @@ def test_grid_skips_finished_records_failures_and_resumes(tmp_path, fake_templat
     assert layout.failed_notebook("x", ids[2]).exists()
     title = nbformat.read(notebooks / f"{ids[0]}.ipynb", 4).cells[0].source
     assert title.startswith("# L2 · zero-shot\n")
+    meta = nbformat.read(notebooks / f"{ids[0]}.ipynb", as_version=4).metadata["papermill"]
+    assert meta["output_path"].endswith(f"{ids[0]}.ipynb") and "grid-" not in meta["input_path"]
     # every setting ran with one thread, set in the parameters and the kernel's environment
     assert [r[1:4] for r in executions(results)] == [["1", "1", "PASSIVE"]] * 2
     assert (first["threads"] == 1).all()
