@@ -288,11 +288,18 @@ def prepare_notebook(template: Path, setting: Setting, profile: str) -> str:
 
 
 def record_paths(notebook: Path, input_path: str, output_path: str) -> None:
-    """Record in an executed notebook's papermill metadata where it came from and where it is
-    published, instead of the temporary files it was executed between."""
+    """Make an executed notebook publishable: its papermill metadata records where it came
+    from and where it is published (not the temporary files it ran between), and any path
+    under the project root in its outputs (a library warning's file name, say) is written
+    relative to the project, so no page carries the machine that built it."""
     nb = nbformat.read(notebook, as_version=4)
     meta = nb.metadata.setdefault("papermill", {})
     meta["input_path"], meta["output_path"] = input_path, output_path
+    root = f"{PROJECT_ROOT}/"
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if isinstance(output.get("text"), str):
+                output["text"] = output["text"].replace(root, "")
     nbformat.write(nb, notebook)
 
 

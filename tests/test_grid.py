@@ -413,3 +413,19 @@ def test_committed_book_builds_strictly(tmp_path):
     build = subprocess.run([str(jb), "build", str(PROJECT_ROOT), "-W", "-n", "--keep-going",
                             "--path-output", str(tmp_path)], capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-2000:]
+
+
+def test_published_notebooks_carry_no_path_of_the_machine(tmp_path):
+    from nbformat.v4 import new_notebook, new_output
+
+    cell = new_code_cell("import warnings")
+    cell.outputs = [new_output("stream", name="stderr",
+                               text=f"{PROJECT_ROOT}/.venv/lib/tqdm/auto.py:21: TqdmWarning\n")]
+    path = tmp_path / "run.ipynb"
+    nbformat.write(new_notebook(cells=[cell], metadata={"papermill": {
+        "input_path": "/tmp/grid-x/input.ipynb", "output_path": "/tmp/grid-x/output.ipynb"}}),
+        path)
+    grid.record_paths(path, "notebooks/experiment.ipynb", "book/runs/x.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["papermill"]["input_path"] == "notebooks/experiment.ipynb"
+    assert nb.cells[0].outputs[0]["text"].startswith(".venv/lib/tqdm/auto.py")
