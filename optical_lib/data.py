@@ -55,7 +55,7 @@ Decisions (zero-shot guarantee)
   occur as English targets of training pairs (Tatoeba reuses English sentences). That is content
   overlap, not language leakage -- the student never encodes English in training -- but
   ``training_pool(drop_eval_english=True)`` removes those pairs for a stricter control
-  (82 languages, 60954 pairs; gsw and tzl fall below min_pairs).
+  (79 languages, 59,823 pairs; gsw and tzl fall below min_pairs).
 * **min_pairs** = :data:`DEFAULT_MIN_PAIRS` = 100: the smallest training language (tzl) has
   104 lines, so all 81 qualify, and the DESIGN grid k <= 64 needs only ceil(N / 64) pairs per
   language. The binding limit is the other end: Tatoeba files have at most 1000 lines, so a
