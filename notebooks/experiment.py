@@ -113,7 +113,7 @@ else:
 # %%
 rows, per_query = evaluate_student(config, student, teacher)
 layout = ResultsLayout(root=Path(results_dir).parent)
-prov = provenance(config, data_digests)
+prov = provenance(data_digests)
 out = write_setting(config, rows, per_query, history, sample, layout, prov)
 results = read_results(layout.results_file(config.run_id))
 macro = results[results["scope"] == "macro"].pivot_table(

@@ -13,7 +13,8 @@ import pandas as pd
 
 from .distill import METHOD_LABELS
 from .evaluate import PER_QUERY_COLUMNS, aggregate_seeds, compare_systems, read_results
-from .layout import ResultsLayout
+from .layout import ResultsLayout, atomic_write
+from .paths import PROJECT_ROOT
 
 
 @dataclass
@@ -279,9 +280,6 @@ def execute(profile: str = "medium", results_dir: str | Path = "results",
     ``<book>/figures/headline.svg`` and the runs index ``<book>/runs.md``."""
     import nbformat
     import papermill
-
-    from .layout import atomic_write
-    from .paths import PROJECT_ROOT
 
     book = Path(book_dir)
     executed = papermill.execute_notebook(

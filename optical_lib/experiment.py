@@ -33,11 +33,11 @@ from types import MappingProxyType
 import torch
 
 from . import data, fetch
-from .distill import METHODS, DistillConfig
+from .distill import METHOD_LABELS, METHODS, DistillConfig
 from .evaluate import PER_QUERY_COLUMNS, evaluate_runs, write_results
 from .layout import ResultsLayout, atomic_write, atomic_write_json
 from .models import FAMILY, ME5_SMALL, Encoder, load_encoder
-from .paths import PROJECT_ROOT, cache_dir, data_dir
+from .paths import PROJECT_ROOT, cache_dir
 from .retrieval import EmbeddingCache, retrieve
 
 PROFILES = ("offline", "webfaq")
@@ -65,8 +65,6 @@ EXECUTION_FIELDS = ("threads",)
 def setting_title(layers: int, method: str, k_langs: int | None = None,
                   seed: int | None = None) -> str:
     """A setting's short title, e.g. ``L2 · centred OPTICAL · k = 16 · seed 0``."""
-    from .distill import METHOD_LABELS
-
     parts = [f"L{layers}", METHOD_LABELS.get(method, method)]
     if method != "none":
         parts += [f"k = {k_langs}", f"seed {seed}"]
@@ -288,7 +286,7 @@ def verify_data(config: ExperimentConfig, data_root: Path | None = None) -> dict
 
     Returns ``{folder: digest of its pinned manifest lines}``, recorded with the results.
     """
-    root = data_dir() if data_root is None else Path(data_root)
+    root = data.data_root(data_root)
     digests = {}
     for folder in data_folders(config):
         entries = fetch.read_manifest(folders=[folder])
@@ -316,7 +314,7 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def provenance(config: ExperimentConfig, data_digests: Mapping[str, str]) -> dict:
+def provenance(data_digests: Mapping[str, str]) -> dict:
     """What a reader needs to trust a run: threads, code version, data, date (UTC)."""
     import datetime
     import platform
