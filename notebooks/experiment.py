@@ -23,19 +23,26 @@
 # %% tags=["parameters", "remove-cell"]
 # Parameters (papermill overrides these; the cell papermill injects below shows this run's).
 # Lists default to the study's named splits.
-profile = "offline"  # "offline" (Tatoeba/XQuAD-R, embedded) or "webfaq" (needs internet)
-model = "me5-small"  # student family or a Hugging Face id
+profile = "offline"  # "offline" (embedded public data) or "webfaq" (needs internet)
+design = "v1"  # "v1" (first study) or "v2" (NTREX/FLORES, both protocols, Δ over baselines)
+model = "me5-small"  # student family or a Hugging Face id ("minilm-l6": v2 teacher reference)
 layers = 3  # student depth L
-method = "optical"  # "optical" | "mse" | "none" (zero-shot baseline)
+method = "optical"  # "optical" | "mse" | "none" (zero-shot); v2 also "optical-plain",
+# "optical+mse" and "bm25" (the lexical floor)
+teacher = "me5-small"  # v2: the frozen English teacher, "me5-small" or "minilm-l6"
 k_langs = 8  # number of training languages (diversity)
-budget = 1000  # training pairs in total, equal share per language
+budget: int = None  # training pairs in total, equal share per language (None: the design's)
+draw = 0  # v2: which languages and English sentences (multiway.sample_fixed_content)
+relatives = True  # v2: False draws from the "no relatives" pool
 seed = 0
-eval_tatoeba: list = None  # None: data.EVAL_LANGS_TATOEBA
+split = "eval"  # v2: "dev" evaluates on the development languages (tuning only)
+eval_flores: list = None  # v2, None: multiway.EVAL_LANGS_FLORES
+eval_tatoeba: list = None  # None: the design's Tatoeba evaluation languages
 eval_xquad: list = None  # None: data.XQUAD_R_QUERY_LANGS, [] skips XQuAD-R
 train_langs = []  # webfaq profile only
 eval_webfaq = []  # webfaq profile only
 device = "cpu"
-epochs = 3
+epochs: int = None  # None: the design's (v2: chosen by the convergence check)
 lr: float = None  # None: the default for this depth, chosen on development languages
 results_dir = "results/runs"  # the runs folder of the results layout
 n_boot = 1000
@@ -64,6 +71,7 @@ from optical_lib.experiment import (
     evaluate_student,
     load_teacher,
     provenance,
+    teacher_states,
     training_sample,
     validate,
     verify_data,
@@ -72,10 +80,11 @@ from optical_lib.experiment import (
 from optical_lib.layout import ResultsLayout
 
 config = ExperimentConfig.from_parameters(
-    profile=profile, model=model, layers=layers, method=method, k_langs=k_langs, budget=budget,
-    seed=seed, eval_tatoeba=eval_tatoeba, eval_xquad=eval_xquad, train_langs=train_langs,
-    eval_webfaq=eval_webfaq, device=device, epochs=epochs, lr=lr, n_boot=n_boot,
-    threads=threads)
+    profile=profile, design=design, model=model, layers=layers, method=method, teacher=teacher,
+    k_langs=k_langs, budget=budget, draw=draw, relatives=relatives, seed=seed, split=split,
+    eval_flores=eval_flores, eval_tatoeba=eval_tatoeba, eval_xquad=eval_xquad,
+    train_langs=train_langs, eval_webfaq=eval_webfaq, device=device, epochs=epochs, lr=lr,
+    n_boot=n_boot, threads=threads)
 validate(config)
 data_digests = verify_data(config)
 apply_threads(config)
@@ -84,8 +93,9 @@ Markdown(markdown_table(config.table(), index=True))
 # %% [markdown]
 # ## Training data
 #
-# The diversity sampler draws exactly `budget` pairs from exactly `k_langs` languages of the
-# training pool, spread over language families; evaluation languages are never in it.
+# The sampler draws exactly `budget` pairs from exactly `k_langs` languages of the training
+# pool; evaluation languages are never in it. In design v2 the English sentences depend on
+# (`draw`, `budget`) only, so settings that differ in k train on the same English side.
 
 # %%
 sample = training_sample(config)
@@ -96,19 +106,26 @@ Markdown(markdown_table(diversity_table(sample), index=True))
 
 # %%
 teacher = load_teacher(config)
-student, history = distill(config.training, sample.pairs if sample else [],
-                           teacher=teacher, progress=True)  # progress bar on stderr
-if len(history):
+student, history = None, None
+if config.method != "bm25":  # BM25 has no encoder
+    student, history = distill(config.training, sample.pairs if sample else [],
+                               teacher=teacher, teacher_states=teacher_states(),
+                               progress=True)  # progress bar on stderr
+if history is not None and len(history):
     display(plots.loss_curve(history, title=f"{config.run_id}: loss"))
     plots.close("all")
 else:
-    display(Markdown("Zero-shot baseline: the student is the un-distilled model."))
+    display(Markdown("Nothing is trained: a zero-shot baseline (the un-distilled model) or "
+                     "the lexical floor (BM25)."))
 
 # %% [markdown]
 # ## Retrieval and evaluation
 #
 # Metrics come from `ir_measures`; every value has a 95% bootstrap confidence interval over
-# queries.
+# queries. In design v2 every suite is evaluated under each protocol (`student`: the student
+# encodes both sides; `teacher`: OPTICAL's, the frozen teacher encodes the English side), and
+# a distilled student's `delta:` rows are its per-query gain over the same-depth un-distilled
+# model under the same protocol.
 
 # %%
 rows, per_query = evaluate_student(config, student, teacher)
@@ -116,12 +133,16 @@ layout = ResultsLayout(root=Path(results_dir).parent)
 prov = provenance(data_digests)
 out = write_setting(config, rows, per_query, history, sample, layout, prov)
 results = read_results(layout.results_file(config.run_id))
+metric = "nDCG@10" if config.design == "v2" else "RR@10"
+if "protocol" not in results:
+    results["protocol"] = "student"
 macro = results[results["scope"] == "macro"].pivot_table(
-    index="task", columns="metric", values="value").round(3)
+    index=["task", "protocol"], columns="metric", values="value").round(3)
 macro
 
 # %%
-fig = plots.per_language(results, "RR@10", title=f"{config.run_id}: RR@10 per language")
+shown = results[results["protocol"].isin(["student", "lexical"])]
+fig = plots.per_language(shown, metric, title=f"{config.title}: {metric} per language")
 display(fig)
 plots.close(fig)
 
@@ -136,6 +157,8 @@ import pandas as pd
 
 facts = {k: v for k, v in prov.items() if k != "data_sha256"}
 facts.update({f"data {folder}": digest for folder, digest in prov["data_sha256"].items()})
-for task in macro.index:
-    glue(f"{config.run_id}-{task}-rr10", f"{macro.loc[task, 'RR@10']:.3f}", display=False)
+for task, proto in macro.index:
+    key = f"{config.run_id}-{task}" + ("" if proto == "student" else f"-{proto}")
+    glue(f"{key}-{metric.lower().replace('@', '')}", f"{macro.loc[(task, proto), metric]:.3f}",
+         display=False)
 Markdown(markdown_table(pd.DataFrame({"what": list(facts), "value": list(facts.values())})))

@@ -8,9 +8,12 @@ The teacher encodes the English side of each bitext pair, the student the other 
   ``<P, C>_F`` averaged over the batch (book section "Background: optimal transport").
 * ``mse`` (Reimers & Gurevych 2020): ``||s(x) - t(en)||^2 + ||s(en) - t(en)||^2`` on
   mean-pooled sentence vectors.
-* ``none``: the untouched student, the zero-shot baseline.
+* ``optical-plain``: the paper's cost, not centred (the objective ablation).
+* ``optical+mse``: centred OPTICAL plus the sentence-MSE term with weight 1.
+* ``none``: the untouched student, the zero-shot baseline; ``bm25`` trains nothing
+  either (the lexical floor has no encoder).
 
-An optional sentence-MSE term (``mse_weight``) can be added to ``optical``. Which tokens
+An optional sentence-MSE term (``mse_weight``) can be added to the OT methods. Which tokens
 enter the OT problem is ``align_tokens``: ``"all"`` (the default) aligns every token of the
 attention mask, special tokens and the ``query: `` prompt included, since they too feed the
 mean-pooled sentence vector; ``"content"`` leaves them out. By default the cosine cost is
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -49,7 +53,15 @@ METHOD_LABELS: dict[str, str] = {
     "none": "zero-shot",
     "mse": "sentence MSE",
     "optical": "centred OPTICAL",
+    "optical-plain": "plain OPTICAL",
+    "optical+mse": "centred OPTICAL + MSE",
+    "bm25": "BM25",
 }
+#: Methods that train a student (the rest evaluate an untouched model, or none).
+TRAINED_METHODS = ("mse", "optical", "optical-plain", "optical+mse")
+#: Methods with an OT term, and those with a sentence-MSE term (besides ``mse_weight``).
+OT_METHODS = ("optical", "optical-plain", "optical+mse")
+MSE_METHODS = ("mse", "optical+mse")
 METHODS = tuple(METHOD_LABELS)
 
 
@@ -96,8 +108,17 @@ class DistillConfig:
         for name in ("eps", "lr", "batch_size", "epochs", "max_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.method == "optical" and self.ot_weight <= 0 and self.mse_weight <= 0:
-            raise ValueError("optical needs ot_weight > 0 or mse_weight > 0")
+        if self.method in OT_METHODS and self.ot_weight <= 0 and self.mse_weight <= 0:
+            raise ValueError(f"{self.method} needs ot_weight > 0 or mse_weight > 0")
+
+    @property
+    def centred(self) -> bool:
+        """Whether the OT cost is centred (``optical-plain`` never is)."""
+        return self.center and self.method != "optical-plain"
+
+    @property
+    def effective_mse_weight(self) -> float:
+        return 1.0 if self.method in MSE_METHODS else self.mse_weight
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -151,6 +172,79 @@ def _prefix_tokens(encoder: Encoder, prompt_name: str) -> int:
     return len(with_prefix) - len(alone)
 
 
+class TeacherStates:
+    """The frozen teacher's token vectors of English texts, computed once and reused.
+
+    The teacher never changes during distillation, so its last-layer token vectors of an
+    English sentence are the same in every epoch and in every run that trains on the same
+    English sentences (data v2 holds the English side fixed across k). They are kept per
+    text (unpadded, float32) in memory and, with ``directory``, on disk as one file per
+    (teacher weights, prompt, length) and text, so runs in other processes reuse them.
+    A batch rebuilt from stored vectors equals the teacher's forward pass on that batch up
+    to float rounding (padding changes matrix shapes, not the masked attention).
+    """
+
+    def __init__(self, directory: str | Path | None = None):
+        self.directory = None if directory is None else Path(directory)
+        self._memory: dict[tuple, torch.Tensor] = {}
+        self.computed = 0  # texts the teacher actually encoded (for tests and timings)
+        self.reused = 0
+
+    def _key(self, teacher: Encoder, prompt_name: str, max_length: int) -> str | None:
+        return teacher.embedding_key(prompt_name, max_length)
+
+    def _path(self, key: str | None, text: str) -> Path | None:
+        if self.directory is None or key is None:
+            return None
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        return self.directory / key / digest[:2] / f"{digest[2:24]}.pt"
+
+    def states(self, teacher: Encoder, texts: list[str], prompt_name: str,
+               max_length: int) -> list[torch.Tensor]:
+        """``(n_i, d)`` token vectors of each text, computing only what is not stored."""
+        key = self._key(teacher, prompt_name, max_length)
+        memo = (key or id(teacher), prompt_name, max_length)
+        out: dict[str, torch.Tensor] = {}
+        missing = []
+        for text in dict.fromkeys(texts):
+            hit = self._memory.get((*memo, text))
+            path = self._path(key, text)
+            if hit is None and path is not None and path.exists():
+                hit = torch.load(path)
+                self._memory[(*memo, text)] = hit
+            if hit is None:
+                missing.append(text)
+            else:
+                out[text] = hit
+        self.reused += len(texts) - len(missing)
+        if missing:
+            batch = teacher.tokenize(missing, prompt_name, max_length)
+            with torch.no_grad():
+                tokens = teacher.token_vectors(batch).float()
+            lengths = batch["attention_mask"].sum(1).tolist()
+            for text, vecs, n in zip(missing, tokens, lengths, strict=True):
+                vec = vecs[:n].detach().clone()
+                out[text] = self._memory[(*memo, text)] = vec
+                path = self._path(key, text)
+                if path is not None:
+                    atomic_write(path, lambda tmp, v=vec: torch.save(v.cpu(), tmp))
+            self.computed += len(missing)
+        return [out[t] for t in texts]
+
+    def batch(self, teacher: Encoder, texts: list[str], prompt_name: str,
+              max_length: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Padded ``(B, n, d)`` token vectors and a batch dict with ``attention_mask``."""
+        states = self.states(teacher, texts, prompt_name, max_length)
+        device = teacher.device
+        n = max(s.shape[0] for s in states)
+        tokens = torch.zeros(len(states), n, states[0].shape[1], device=device)
+        mask = torch.zeros(len(states), n, dtype=torch.long, device=device)
+        for i, s in enumerate(states):
+            tokens[i, : s.shape[0]] = s.to(device)
+            mask[i, : s.shape[0]] = 1
+        return tokens, {"attention_mask": mask}
+
+
 class Distiller:
     """Holds teacher and student for one :class:`DistillConfig` and computes the loss.
 
@@ -161,16 +255,19 @@ class Distiller:
     """
 
     def __init__(self, config: DistillConfig, student: Encoder | None = None,
-                 teacher: Encoder | None = None):
+                 teacher: Encoder | None = None, teacher_states: TeacherStates | None = None):
         self.config = c = config
         self.student = student or load_encoder(c.student, c.student_layers, device=c.device)
         self.teacher = None
-        if c.method != "none":
+        if c.method in TRAINED_METHODS:
             self.teacher = teacher or load_encoder(c.teacher, c.teacher_layers, device=c.device)
             self.teacher.model.eval().requires_grad_(False)
+        self.teacher_states = teacher_states if teacher_states is not None else TeacherStates()
         emb = self.student.model.get_input_embeddings()
         emb.weight.requires_grad_(c.train_embeddings)
-        self.n_prefix = _prefix_tokens(self.student, c.prompt_name)
+        self.n_prefix = {"student": _prefix_tokens(self.student, c.prompt_name)}
+        if self.teacher is not None:
+            self.n_prefix["teacher"] = _prefix_tokens(self.teacher, c.prompt_name)
 
     def trainable(self) -> list[torch.nn.Parameter]:
         return [p for p in self.student.model.parameters() if p.requires_grad]
@@ -182,9 +279,9 @@ class Distiller:
             return torch.autocast("cuda", dtype=dtype)
         return torch.autocast("cpu", enabled=False)
 
-    def token_mask(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def token_mask(self, batch: dict[str, torch.Tensor], side: str) -> torch.Tensor:
         if self.config.align_tokens == "content":
-            return content_mask(batch, self.n_prefix)
+            return content_mask(batch, self.n_prefix[side])
         return batch["attention_mask"].bool()
 
     def loss(self, src: list[str], tgt: list[str]) -> dict[str, torch.Tensor]:
@@ -192,18 +289,18 @@ class Distiller:
         c = self.config
         parts = {}
         s_batch = self.student.tokenize(src, c.prompt_name, c.max_length)
-        t_batch = self.teacher.tokenize(tgt, c.prompt_name, c.max_length)
-        with torch.no_grad():
-            t_tokens = self.teacher.token_vectors(t_batch).float()
+        t_tokens, t_batch = self.teacher_states.batch(self.teacher, tgt, c.prompt_name,
+                                                      c.max_length)
         with self._autocast():
             s_tokens = self.student.token_vectors(s_batch)
         s_tokens = s_tokens.float()
         total = s_tokens.new_zeros(())
-        if c.method == "optical" and c.ot_weight > 0:
+        if c.method in OT_METHODS and c.ot_weight > 0:
             start = time.perf_counter()
-            s_mask, t_mask = self.token_mask(s_batch), self.token_mask(t_batch)
+            s_mask = self.token_mask(s_batch, "student")
+            t_mask = self.token_mask(t_batch, "teacher")
             s_ot, t_ot = s_tokens, t_tokens
-            if c.center:
+            if c.centred:
                 weights = t_mask.unsqueeze(-1).to(t_tokens.dtype)
                 mu = (t_tokens * weights).sum((0, 1)) / weights.sum()
                 s_ot, t_ot = s_tokens - mu, t_tokens - mu
@@ -213,7 +310,7 @@ class Distiller:
             )
             parts["ot_seconds"] = torch.tensor(time.perf_counter() - start)
             total = total + c.ot_weight * parts["ot"]
-        mse_weight = 1.0 if c.method == "mse" else c.mse_weight
+        mse_weight = c.effective_mse_weight
         if mse_weight > 0:
             t_sent = mean_pool(t_tokens, t_batch["attention_mask"])
             s_sent = mean_pool(s_tokens, s_batch["attention_mask"])
@@ -306,7 +403,8 @@ def _train_step(dist: Distiller, state: _TrainState, src: list[str], tgt: list[s
 
 def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
             progress: bool = True, student: Encoder | None = None,
-            teacher: Encoder | None = None) -> tuple[Encoder, pd.DataFrame]:
+            teacher: Encoder | None = None, teacher_states: TeacherStates | None = None,
+            on_epoch=None) -> tuple[Encoder, pd.DataFrame]:
     """Train the student on ``bitext`` (records with ``src_text`` and English ``tgt_text``).
 
     Returns ``(student, history)``; history has one row per step: ``step, epoch, loss``,
@@ -318,9 +416,14 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
     The run is fixed by ``config.seed``: batches come from their own seeded generator and
     dropout from torch's generator, seeded inside :func:`torch.random.fork_rng`, so the
     caller's global random state is the same before and after.
+
+    ``teacher_states`` (:class:`TeacherStates`) keeps the frozen teacher's token vectors
+    for reuse (a fresh in-memory store by default: each English text is encoded by the
+    teacher once per run, not once per epoch). ``on_epoch(epoch, student)`` is called
+    after each epoch with the student in eval mode (the convergence check evaluates there).
     """
-    dist = Distiller(config, student, teacher)
-    if config.method == "none":
+    dist = Distiller(config, student, teacher, teacher_states)
+    if config.method not in TRAINED_METHODS:
         return dist.student, pd.DataFrame(columns=["step", "loss"])
     c = config
     pairs = _pairs(bitext)
@@ -349,6 +452,11 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
             if ckpt is not None and c.checkpoint_every and (
                     state.step % c.checkpoint_every == 0 or state.step == len(schedule)):
                 _save_checkpoint(ckpt, dist, state)
+            if on_epoch is not None and (state.step == len(schedule)
+                                         or schedule[state.step][0] != epoch):
+                dist.student.model.eval()
+                on_epoch(epoch, dist.student)
+                dist.student.model.train()
         bar.close()
     dist.student.model.eval()
     return dist.student, pd.DataFrame(state.history)

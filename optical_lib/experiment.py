@@ -32,15 +32,23 @@ from types import MappingProxyType
 
 import torch
 
-from . import data, fetch
-from .distill import METHOD_LABELS, METHODS, DistillConfig
+from . import data, fetch, multiway, protocol
+from .distill import METHOD_LABELS, METHODS, TRAINED_METHODS, DistillConfig, TeacherStates
 from .evaluate import PER_QUERY_COLUMNS, evaluate_runs, write_results
 from .layout import ResultsLayout, atomic_write, atomic_write_json
-from .models import FAMILY, ME5_SMALL, Encoder, load_encoder
+from .models import FAMILY, ME5_SMALL, MINILM, TEACHERS, Encoder, load_encoder
 from .paths import PROJECT_ROOT, cache_dir
 from .retrieval import EmbeddingCache, retrieve
 
 PROFILES = ("offline", "webfaq")
+#: v1: the first study (Tatoeba pool, student-encodes-both protocol); v2: NTREX-128 fixed
+#: content, FLORES-200 / Tatoeba / XQuAD-R under both protocols, Δ over matched baselines.
+DESIGNS = ("v1", "v2")
+#: Parameters of design v2 only: left out of v1 run ids, so those stay what they were.
+V2_ONLY = ("design", "teacher", "draw", "relatives", "eval_flores", "split")
+#: Evaluation splits of design v2: the held-out evaluation languages, or the development
+#: languages (tuning and the convergence check only; FLORES-200 only).
+SPLITS = ("eval", "dev")
 SUITES = ("tatoeba", "xquad-r")
 #: Learning rate per student depth, chosen on the development languages
 #: (``python -m optical_lib.tune``; the book's method page shows the sweep).
@@ -57,7 +65,15 @@ TRAINING_PARAMETERS = {"layers": "student_layers", "method": "method", "seed": "
                        "sinkhorn_iters": "sinkhorn_iters", "max_length": "max_length"}
 #: Parameters that only matter when something is trained (left out of a baseline's run id).
 TRAINING_ONLY = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_size", "eps",
-                 "sinkhorn_iters", "max_length")
+                 "sinkhorn_iters", "max_length", "draw", "relatives")
+#: Parameters a BM25 run leaves out of its id as well (it has no encoder and no seed).
+LEXICAL_FREE = ("model", "layers", "teacher", "seed", "device", "method")
+#: Design v2's budget (every k of multiway.STUDY_KS divides it).
+V2_BUDGET = multiway.STUDY_BUDGETS[0]
+#: Design v2's training settings per (teacher, depth): learning rate and epochs, chosen
+#: on the development languages by ``python -m optical_lib.tune`` (book: method page).
+#: Depths or teachers not in the table fall back to DEFAULT_LR and 3 epochs.
+TUNED_V2: dict[tuple[str, int], dict] = {}
 #: Parameters that say how a setting is computed, not what: left out of every run id.
 EXECUTION_FIELDS = ("threads",)
 
@@ -68,6 +84,26 @@ def setting_title(layers: int, method: str, k_langs: int | None = None,
     parts = [f"L{layers}", METHOD_LABELS.get(method, method)]
     if method != "none":
         parts += [f"k = {k_langs}", f"seed {seed}"]
+    return " · ".join(parts)
+
+
+TEACHER_SLUG = {ME5_SMALL: "tme5", MINILM: "tminilm"}
+TEACHER_LABELS = {ME5_SMALL: "me5-small teacher", MINILM: "MiniLM teacher"}
+
+
+def setting_title_v2(layers: int, method: str, k_langs: int, draw: int, teacher: str,
+                     model: str = ME5_SMALL, budget: int = V2_BUDGET) -> str:
+    """A v2 setting's short title, e.g. ``L3 · centred OPTICAL · k = 8 · draw 2 · MiniLM
+    teacher``."""
+    if method == "bm25":
+        return "BM25"
+    who = "MiniLM (teacher)" if model == MINILM else f"L{layers}"
+    parts = [who, METHOD_LABELS.get(method, method)]
+    if method in TRAINED_METHODS:
+        parts += [f"k = {k_langs}", f"draw {draw}"]
+        if budget != V2_BUDGET:
+            parts.append(f"{budget} pairs")
+    parts.append(TEACHER_LABELS.get(teacher, teacher))
     return " · ".join(parts)
 
 
@@ -94,13 +130,20 @@ class ExperimentConfig:
     train_langs: tuple[str, ...] = ()
     eval_webfaq: tuple[str, ...] = ()
     n_boot: int = 1000  # bootstrap resamples for the confidence intervals
+    # design v2 (see DESIGNS); its fields are not part of v1 run ids
+    design: str = "v1"
+    teacher: str = ME5_SMALL  # v2: the frozen English teacher (models.TEACHERS)
+    draw: int = 0  # v2: the language draw (and English ids) of multiway.sample_fixed_content
+    relatives: bool = True  # v2: False uses the "no relatives" training pool
+    eval_flores: tuple[str, ...] = multiway.EVAL_LANGS_FLORES
+    split: str = "eval"  # v2: "dev" evaluates on the development languages only
     #: torch intra-op threads for this setting (None: leave torch's default). Not part of the
     #: run id; recorded in setting.json next to every timing.
     threads: int | None = None
     training: DistillConfig = dataclasses.field(default_factory=_default_training)
 
     def __post_init__(self):
-        for name in ("eval_tatoeba", "eval_xquad", "train_langs", "eval_webfaq"):
+        for name in ("eval_tatoeba", "eval_xquad", "train_langs", "eval_webfaq", "eval_flores"):
             value = getattr(self, name)
             if isinstance(value, str):
                 raise ValueError(
@@ -127,9 +170,25 @@ class ExperimentConfig:
         training = dict(STUDY_TRAINING)
         training.update({TRAINING_PARAMETERS[k]: params.pop(k)
                          for k in list(params) if k in TRAINING_PARAMETERS})
-        training.setdefault("lr", DEFAULT_LR.get(training["student_layers"], 5e-5))
         model = params.get("model", ME5_SMALL)
-        return cls(**params, training=DistillConfig(**training, student=model, teacher=model))
+        if params.get("design", "v1") != "v2":
+            training.setdefault("lr", DEFAULT_LR.get(training["student_layers"], 5e-5))
+            return cls(**params, training=DistillConfig(**training, student=model,
+                                                        teacher=model))
+        teacher = params.get("teacher", ME5_SMALL)
+        if teacher not in TEACHERS:
+            raise ValueError(f"Unknown teacher {teacher!r} (choose from {', '.join(TEACHERS)})")
+        if model == MINILM and "layers" not in params:
+            training["student_layers"] = 6
+        tuned = TUNED_V2.get((teacher, training["student_layers"]), {})
+        training.setdefault("lr", tuned.get("lr", DEFAULT_LR.get(training["student_layers"],
+                                                                  5e-5)))
+        if "epochs" not in params and "epochs" in tuned:
+            training["epochs"] = tuned["epochs"]
+        params.setdefault("budget", V2_BUDGET)
+        params.setdefault("eval_tatoeba", multiway.EVAL_LANGS_TATOEBA_V2)
+        return cls(**params, training=DistillConfig(**training, student=model,
+                                                    teacher=TEACHERS[teacher]))
 
     def parameters(self) -> dict:
         """The flat parameters of this setting, as the notebook receives them."""
@@ -151,7 +210,15 @@ class ExperimentConfig:
 
     @property
     def title(self) -> str:
+        if self.design == "v2":
+            return setting_title_v2(self.layers, self.method, self.k_langs, self.draw,
+                                    self.teacher, self.model, self.budget)
         return setting_title(self.layers, self.method, self.k_langs, self.seed)
+
+    @property
+    def trains(self) -> bool:
+        """Whether this setting distils (zero-shot and BM25 settings do not)."""
+        return self.method in TRAINED_METHODS
 
     @property
     def run_id(self) -> str:
@@ -161,11 +228,23 @@ class ExperimentConfig:
         its hash (the same baseline serves every grid that contains it).
         """
         params = {k: v for k, v in self.parameters().items() if k not in EXECUTION_FIELDS}
-        if self.method == "none":
+        if self.design == "v1":
+            params = {k: v for k, v in params.items() if k not in V2_ONLY}
+        if not self.trains:
             params = {k: v for k, v in params.items() if k not in TRAINING_ONLY}
-        blob = json.dumps(params, sort_keys=True).encode()
-        slug = f"L{self.layers}-{self.method}-k{self.k_langs if self.method != 'none' else 0}"
-        return f"{slug}-s{self.seed}-{hashlib.sha256(blob).hexdigest()[:8]}"
+        if self.method == "bm25":
+            params = {k: v for k, v in params.items() if k not in LEXICAL_FREE}
+        digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+        if self.design == "v1":
+            slug = f"L{self.layers}-{self.method}-k{self.k_langs if self.trains else 0}"
+            return f"{slug}-s{self.seed}-{digest}"
+        if self.method == "bm25":
+            return f"v2-bm25-{digest}"
+        who = "minilm" if self.model == MINILM else f"L{self.layers}"
+        what = self.method.replace("+", "-")
+        if self.trains:
+            what += f"-k{self.k_langs}-d{self.draw}-s{self.seed}"
+        return f"v2-{who}-{what}-{TEACHER_SLUG[self.teacher]}-{digest}"
 
 def validate(config: ExperimentConfig) -> None:
     """Raise ``ValueError`` with a clear message if the setting cannot run. Cheap."""
@@ -174,6 +253,12 @@ def validate(config: ExperimentConfig) -> None:
         raise ValueError(f"Unknown profile {c.profile!r} (choose from {', '.join(PROFILES)})")
     if c.method not in METHODS:
         raise ValueError(f"Unknown method {c.method!r} (choose from {', '.join(METHODS)})")
+    if c.design not in DESIGNS:
+        raise ValueError(f"Unknown design {c.design!r} (choose from {', '.join(DESIGNS)})")
+    if c.design == "v2":
+        return _validate_v2(c)
+    if c.method not in ("none", "mse", "optical"):
+        raise ValueError(f"method={c.method!r} exists in design v2 only (pass design='v2')")
     depths = sorted({d for _, d in FAMILY.values()})
     if c.model == ME5_SMALL and c.layers not in depths:
         raise ValueError(f"layers={c.layers} is not in the me5-small family {depths}")
@@ -210,6 +295,57 @@ def validate(config: ExperimentConfig) -> None:
                              f"languages of the pool (at most {largest})")
 
 
+def _validate_v2(c: ExperimentConfig) -> None:
+    if c.profile != "offline":
+        raise ValueError("design v2 runs on the offline data profile")
+    if c.teacher not in TEACHERS:
+        raise ValueError(f"Unknown teacher {c.teacher!r} (choose from {', '.join(TEACHERS)})")
+    if c.split not in SPLITS:
+        raise ValueError(f"Unknown split {c.split!r} (choose from {', '.join(SPLITS)})")
+    if c.model not in (ME5_SMALL, MINILM):
+        raise ValueError(f"design v2 students are {ME5_SMALL!r} (or {MINILM!r} zero-shot, the "
+                         f"teacher's own reference), not {c.model!r}")
+    depths = sorted({d for _, d in FAMILY.values()})
+    if c.model == ME5_SMALL and c.layers not in depths:
+        raise ValueError(f"layers={c.layers} is not in the me5-small family {depths}")
+    if c.model == MINILM and c.trains:
+        raise ValueError("minilm-l6 is a teacher: it is evaluated zero-shot only")
+    flores = set(multiway.EVAL_LANGS_FLORES) | set(multiway.DEV_LANGS_FLORES)
+    bad = [x for x in c.eval_flores if x not in flores]
+    if bad:
+        raise ValueError(f"Unknown FLORES-200 evaluation language(s) {bad} (available: "
+                         f"{', '.join(sorted(flores))})")
+    if c.split == "eval" and set(c.eval_flores) & set(multiway.DEV_LANGS_FLORES):
+        raise ValueError("development languages are for tuning only: use split='dev'")
+    bad = [x for x in c.eval_tatoeba if x not in multiway.EVAL_LANGS_TATOEBA_V2]
+    if bad:
+        raise ValueError(f"Tatoeba evaluation language(s) {bad} are not v2 evaluation "
+                         f"languages ({', '.join(multiway.EVAL_LANGS_TATOEBA_V2)})")
+    bad = [x for x in c.eval_xquad if data.normalize_code(x) not in data.XQUAD_R_QUERY_LANGS]
+    if bad:
+        raise ValueError(f"Unknown XQuAD-R query language(s) {bad} "
+                         f"(available: {', '.join(data.XQUAD_R_QUERY_LANGS)})")
+    if c.trains:
+        pool = multiway.training_pool_ntrex(c.relatives)
+        if not 1 <= c.k_langs <= len(pool):
+            raise ValueError(f"k_langs={c.k_langs} but the training pool has {len(pool)} "
+                             f"languages (1..{len(pool)} allowed)")
+        if not 1 <= c.budget <= multiway.NTREX_LINES or c.budget % c.k_langs:
+            raise ValueError(f"budget={c.budget} must be at most {multiway.NTREX_LINES} "
+                             f"(the NTREX-128 sentences) and divisible by k={c.k_langs}; "
+                             f"{V2_BUDGET} works for every k of the study")
+        if c.draw < 0:
+            raise ValueError(f"draw must be >= 0, got {c.draw}")
+
+
+def v2_suites(config: ExperimentConfig) -> list[protocol.Suite]:
+    """The evaluation suites of a v2 setting (development: FLORES-200 only)."""
+    if config.split == "dev":
+        return protocol.suites(flores=multiway.DEV_LANGS_FLORES, tatoeba=(), xquad=())
+    return protocol.suites(flores=config.eval_flores, tatoeba=config.eval_tatoeba,
+                           xquad=config.eval_xquad)
+
+
 def training_pool(config: ExperimentConfig) -> Mapping[str, tuple[data.BitextPair, ...]]:
     """The training pool minus anything evaluated in this setting (read-only)."""
     if config.profile == "webfaq":
@@ -228,8 +364,11 @@ def _offline_pool(held_out: frozenset[str]) -> Mapping[str, tuple[data.BitextPai
 def training_sample(config: ExperimentConfig, pool: Mapping | None = None):
     """The distillation bitext of this setting (``None`` for the zero-shot baseline),
     drawn from ``pool`` (default :func:`training_pool`)."""
-    if config.method == "none":
+    if not config.trains:
         return None
+    if config.design == "v2":
+        return multiway.sample_fixed_content(config.k_langs, config.budget, config.draw,
+                                             relatives=config.relatives)
     if config.profile == "webfaq":
         exclude = set(config.eval_webfaq)
     else:
@@ -246,6 +385,11 @@ def diversity_table(sample):
     if sample is None:
         return pd.DataFrame({"value": ["zero-shot baseline: no training data"]},
                             index=["sample"])
+    if isinstance(sample, multiway.FixedContentSample):
+        rec = sample.record()
+        rec["languages"] = ", ".join(rec["languages"])
+        rec["pairs"] = len(sample.pairs)
+        return pd.DataFrame({"value": list(rec.values())}, index=list(rec))
     d = sample.diversity
     per_lang = ", ".join(f"{lang} {n}" for lang, n in sorted(d.pairs_per_language.items()))
     rows = {"languages (k)": d.k, "families": f"{d.n_families}: {', '.join(d.families)}",
@@ -267,6 +411,10 @@ def evaluation_tasks(config: ExperimentConfig) -> dict[str, list[data.RetrievalT
 
 def load_teacher(config: ExperimentConfig) -> Encoder:
     """The frozen full-depth teacher of this setting (load once, pass it to the stages)."""
+    if config.method == "bm25":
+        return None
+    if config.design == "v1" and config.method == "none":
+        return None  # v1's zero-shot protocol never uses the teacher
     teacher = load_encoder(config.training.teacher, config.training.teacher_layers,
                            device=config.device)
     teacher.model.requires_grad_(False)
@@ -277,6 +425,14 @@ def data_folders(config: ExperimentConfig) -> list[str]:
     """The folders of the data directory this setting reads."""
     if config.profile == "webfaq":
         return []
+    if config.design == "v2":
+        folders = ["flores-200"]
+        if config.trains:
+            folders.append("ntrex-128")
+        if config.split == "eval":
+            folders += (["tatoeba-v1"] if config.eval_tatoeba else []) + (
+                ["xquad-r"] if config.eval_xquad else [])
+        return folders
     return ["tatoeba-v1"] + (["xquad-r"] if config.eval_xquad else [])
 
 
@@ -337,14 +493,21 @@ def apply_threads(config: ExperimentConfig) -> int:
 TEACHER_DOCS = "+teacher-docs"
 
 
-def run_meta(config: ExperimentConfig, student: Encoder) -> dict:
-    zero_shot = config.method == "none"
-    return {
+def run_meta(config: ExperimentConfig, student: Encoder | None) -> dict:
+    zero_shot = not config.trains
+    meta = {
         "run_id": config.run_id, "profile": config.profile, "model": config.model,
-        "layers": student.layers, "nonemb_params": student.nonembedding_params,
+        "layers": None if student is None else student.layers,
+        "nonemb_params": None if student is None else student.nonembedding_params,
         "method": config.method, "k_langs": None if zero_shot else config.k_langs,
         "budget": None if zero_shot else config.budget, "seed": config.seed,
     }
+    if config.design == "v2":
+        meta.update({"design": "v2", "teacher": None if config.method == "bm25" else
+                     config.teacher, "draw": None if zero_shot else config.draw,
+                     "relatives": None if zero_shot else config.relatives,
+                     "split": config.split})
+    return meta
 
 
 def protocols(config: ExperimentConfig, student: Encoder,
@@ -374,8 +537,10 @@ def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encode
     vectors are computed once for both protocols, a corpus shared by several tasks
     (XQuAD-R) once, and pristine encoders' document vectors are kept on disk.
     """
-    tasks = evaluation_tasks(config) if tasks is None else tasks
     n_boot = config.n_boot if n_boot is None else n_boot
+    if config.design == "v2":
+        return _evaluate_v2(config, student, teacher, tasks, n_boot)
+    tasks = evaluation_tasks(config) if tasks is None else tasks
     meta = run_meta(config, student)
     doc_encoders = protocols(config, student, teacher)
     classes = data.language_table()["joshi_class"].astype("string").fillna("unknown").to_dict()
@@ -392,6 +557,31 @@ def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encode
     return rows, per_query
 
 
+def baseline_student(config: ExperimentConfig) -> Encoder:
+    """The same-depth un-distilled student: Δ's reference (its vectors come from the
+    embedding cache after the first use)."""
+    return load_encoder(config.model, config.layers, device=config.device)
+
+
+def _evaluate_v2(config: ExperimentConfig, student: Encoder | None, teacher: Encoder | None,
+                 suite_list: list | None, n_boot: int):
+    suite_list = v2_suites(config) if suite_list is None else suite_list
+    cache = EmbeddingCache(cache_dir() / "embeddings")
+    baseline = baseline_student(config) if config.trains else None
+    return protocol.evaluate_v2(run_meta(config, student), student, teacher, baseline,
+                                suite_list, cache, n_boot=n_boot, seed=config.seed,
+                                lexical=config.method == "bm25")
+
+
+def teacher_states() -> TeacherStates:
+    """The on-disk store of frozen-teacher token vectors shared by every run."""
+    return TeacherStates(cache_dir() / "teacher-states")
+
+
+#: Per-query columns of design v2: the value, the baseline's value and Δ.
+V2_PER_QUERY_COLUMNS = (*PER_QUERY_COLUMNS, "protocol", "baseline", "delta")
+
+
 def write_setting(config: ExperimentConfig, rows, per_query, history, sample,
                   layout: ResultsLayout, provenance: Mapping | None = None) -> Path:
     """Write the setting's records into its run folder of ``layout`` (each file atomically).
@@ -400,12 +590,20 @@ def write_setting(config: ExperimentConfig, rows, per_query, history, sample,
     ``provenance`` (threads, commit, data checksums, date ...) goes into ``setting.json``.
     """
     run_id = config.run_id
-    write_results(per_query, layout.per_query_file(run_id), columns=PER_QUERY_COLUMNS)
+    columns = PER_QUERY_COLUMNS
+    if config.design == "v2":
+        columns = V2_PER_QUERY_COLUMNS if config.trains else (*PER_QUERY_COLUMNS, "protocol")
+    write_results(per_query, layout.per_query_file(run_id), columns=columns)
     if history is not None and len(history):
         atomic_write(layout.history_file(run_id), lambda tmp: history.to_csv(tmp, index=False))
+    if sample is None:
+        described = None
+    elif isinstance(sample, multiway.FixedContentSample):
+        described = sample.record()
+    else:
+        described = sample.diversity.as_dict()
     atomic_write_json(layout.setting_file(run_id), {
-        "run_id": run_id, "config": config.to_dict(),
-        "diversity": sample.diversity.as_dict() if sample is not None else None,
+        "run_id": run_id, "config": config.to_dict(), "diversity": described,
         "provenance": dict(provenance or {})})
     write_results(rows, layout.results_file(run_id))
     return layout.run_dir(run_id)

