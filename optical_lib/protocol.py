@@ -30,7 +30,7 @@ import torch
 
 from . import data, multiway
 from .evaluate import evaluate_runs, macro_rows, per_query_metrics, result_rows
-from .retrieval import EmbeddingCache, bm25_retrieve, search, run_from_topk
+from .retrieval import EmbeddingCache, bm25_retrieve, run_from_topk, search
 
 #: The retrieval protocols and what they mean (the one table the book and analysis use).
 PROTOCOLS: dict[str, str] = {

@@ -7,6 +7,17 @@ the development languages under both retrieval protocols (student-encoded docume
 primary one, and teacher-encoded documents), next to the zero-shot baseline::
 
     python -m optical_lib.tune --layers 3 12 --lrs 5e-5 2e-4 5e-4 --out results/tuning.csv
+
+Design v2 (``--design v2``) is the convergence check and the tuning sweep in one: for each
+teacher, depth, learning rate and seed it distils centred OPTICAL on a tuning draw
+(:data:`TUNING_DRAW`, k = 8, the study's budget) for up to ``--epochs`` epochs, and after
+the epochs in ``--eval-epochs`` measures Δ nDCG@10 on the FLORES-200 development languages,
+both directions, both protocols. :func:`choose_v2` applies the rule fixed here before the
+sweep ran: the (learning rate, epochs) with the largest mean dev Δ over seeds, protocols
+and directions; it flags a choice on the edge of the learning-rate grid, and an epoch
+count at the last evaluated epoch (not converged)::
+
+    python -m optical_lib.tune --design v2 --teacher me5-small --layers 2 3 --seeds 0 1
 """
 
 from __future__ import annotations
@@ -29,6 +40,146 @@ from .experiment import (
 )
 from .layout import ResultsLayout, atomic_write
 from .models import load_encoder
+
+#: The language draw of the tuning runs: not one of the study's draws (0, 1, ...).
+TUNING_DRAW = 1000
+#: The learning-rate grid of design v2 per depth: the v1 choice times these factors.
+LR_FACTORS = (1 / 9, 1 / 3, 1.0, 3.0, 9.0)
+#: Epochs after which the convergence check evaluates.
+EVAL_EPOCHS = (1, 2, 4, 8, 12, 16, 24)
+#: Columns of the v2 sweep table.
+V2_COLUMNS = ("teacher", "layers", "lr", "seed", "epoch", "task", "protocol", "value",
+              "baseline", "delta", "train_s", "device")
+
+
+def _dev_macro(config, student, teacher, suite_list, cache) -> list[dict]:
+    from . import protocol
+
+    rows, _ = protocol.evaluate_v2({"run_id": "tune", "profile": "offline", "model": "",
+                                    "layers": 0, "nonemb_params": 0, "method": "",
+                                    "k_langs": 0, "budget": 0, "seed": 0}, student, teacher,
+                                   None, suite_list, cache, n_boot=1)
+    return [r for r in rows if r["scope"] == "macro" and r["metric"] == protocol.PRIMARY_METRIC]
+
+
+def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int,
+             eval_epochs: tuple[int, ...], lrs: dict[int, list[float]] | None = None,
+             device: str = "cpu", dev_sentences: int | None = None,
+             log=print, out: Path | None = None,
+             lr_factors: tuple[float, ...] = None) -> pd.DataFrame:
+    """The v2 convergence check and learning-rate sweep (one row per evaluation).
+
+    With ``out``, the table so far is written (atomically) after every evaluation, so a
+    sweep cut short keeps what it measured."""
+    from . import multiway, protocol
+    from .distill import TeacherStates
+    from .experiment import DEFAULT_LR
+    from .retrieval import EmbeddingCache
+
+    suite_list = protocol.suites(flores=multiway.DEV_LANGS_FLORES, tatoeba=(), xquad=())
+    if dev_sentences:
+        suite_list = [_head(s, dev_sentences) for s in suite_list]
+    teacher = load_encoder(teacher_name, device=device)
+    teacher.model.requires_grad_(False)
+    states = TeacherStates()  # one store: every run shares the tuning draw's English side
+    cache = EmbeddingCache()
+    rows = []
+    for depth in layers:
+        base = load_encoder("me5-small", depth, device=device)
+        baseline = {(r["task"], r["protocol"]): r["value"]
+                    for r in _dev_macro(None, base, teacher, suite_list, cache)}
+        grid = lrs[depth] if lrs and depth in lrs else [
+            DEFAULT_LR[depth] * f for f in (lr_factors or LR_FACTORS)]
+        for lr in grid:
+            for seed in seeds:
+                config = ExperimentConfig.from_parameters(
+                    design="v2", layers=depth, method="optical", teacher=teacher_name,
+                    k_langs=8, draw=TUNING_DRAW, lr=lr, epochs=epochs, seed=seed,
+                    device=device, split="dev")
+                validate(config)
+                sample = training_sample(config)
+                clock = {"start": time.perf_counter(), "eval": 0.0}
+
+                def on_epoch(epoch, student, lr=lr, seed=seed, clock=clock, depth=depth,
+                             baseline=baseline):
+                    if epoch + 1 not in eval_epochs:
+                        return
+                    t0 = time.perf_counter()
+                    train_s = t0 - clock["start"] - clock["eval"]
+                    for r in _dev_macro(None, student, teacher, suite_list, EmbeddingCache()):
+                        ref = baseline[(r["task"], r["protocol"])]
+                        rows.append({"teacher": teacher_name, "layers": depth, "lr": lr,
+                                     "seed": seed, "epoch": epoch + 1, "task": r["task"],
+                                     "protocol": r["protocol"], "value": r["value"],
+                                     "baseline": ref, "delta": r["value"] - ref,
+                                     "train_s": train_s, "device": device})
+                    clock["eval"] += time.perf_counter() - t0
+                    if out is not None:
+                        table = pd.DataFrame(rows, columns=V2_COLUMNS)
+                        atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
+                    mean = pd.DataFrame(rows[-4:])["delta"].mean()
+                    log(f"{teacher_name} L{depth} lr={lr:.2g} seed={seed} epoch={epoch + 1}: "
+                        f"mean dev delta {mean:+.4f} ({train_s:.0f} s training)")
+
+                distill(config.training, sample.pairs, progress=False,
+                        student=load_encoder("me5-small", depth, device=device),
+                        teacher=teacher, teacher_states=states, on_epoch=on_epoch)
+    return pd.DataFrame(rows, columns=V2_COLUMNS)
+
+
+def _head(suite, n: int):
+    """The suite with each task cut to its first ``n`` sentences (queries and documents)."""
+    from . import data as d
+    from .protocol import Suite
+
+    tasks = []
+    for t in suite.tasks:
+        qids = list(t.queries)[:n]
+        docs = {doc for q in qids for doc in t.qrels[q]}
+        keep = [doc for doc in t.corpus][:n]
+        corpus = {doc: t.corpus[doc] for doc in dict.fromkeys([*keep, *docs])}
+        tasks.append(d.RetrievalTask(t.name, corpus, {q: t.queries[q] for q in qids},
+                                     {q: t.qrels[q] for q in qids}, t.query_lang, t.doc_lang))
+    return Suite(suite.name, tuple(tasks), suite.english, suite.symmetric)
+
+
+#: The convergence rule: the fewest evaluated epochs whose mean dev Δ is within this much
+#: (nDCG@10) of the best evaluated epoch count.
+CONVERGED_WITHIN = 0.01
+
+
+def choose_epochs(table: pd.DataFrame) -> pd.DataFrame:
+    """Per (teacher, depth, lr): the mean dev Δ per evaluated epoch, and the epoch count
+    the convergence rule picks (:data:`CONVERGED_WITHIN`); ``still_rising`` when the
+    last evaluated epoch is the best one by more than that margin over the one before."""
+    out = []
+    for key, part in table.groupby(["teacher", "layers", "lr"]):
+        means = part.groupby("epoch")["delta"].mean().sort_index()
+        best = means.max()
+        chosen = int(means[means >= best - CONVERGED_WITHIN].index.min())
+        rising = len(means) > 1 and means.iloc[-1] - means.iloc[-2] > CONVERGED_WITHIN
+        out.append({"teacher": key[0], "layers": key[1], "lr": key[2], "epochs": chosen,
+                    "dev_delta": float(means[chosen]), "best_dev_delta": float(best),
+                    "max_epoch": int(means.index.max()), "still_rising": bool(rising),
+                    "seeds": part["seed"].nunique()})
+    return pd.DataFrame(out)
+
+
+def choose_v2(table: pd.DataFrame) -> pd.DataFrame:
+    """The rule: per (teacher, depth), the (lr, epoch) with the largest mean dev Δ over
+    seeds, protocols and directions. Returns one row per (teacher, depth) with the choice,
+    its mean Δ, and the flags ``lr_on_edge`` and ``epoch_on_edge``."""
+    out = []
+    for (teacher, depth), part in table.groupby(["teacher", "layers"]):
+        means = part.groupby(["lr", "epoch"])["delta"].mean()
+        lr, epoch = means.idxmax()
+        lrs, epochs = sorted(part["lr"].unique()), sorted(part["epoch"].unique())
+        out.append({"teacher": teacher, "layers": depth, "lr": lr, "epochs": int(epoch),
+                    "dev_delta": float(means.max()),
+                    "lr_on_edge": lr in (lrs[0], lrs[-1]),
+                    "epoch_on_edge": epoch == epochs[-1],
+                    "seeds": part["seed"].nunique()})
+    return pd.DataFrame(out)
 
 
 def dev_scores(config: ExperimentConfig, student, teacher) -> dict[str, float]:
@@ -65,7 +216,37 @@ def sweep(layers: list[int], lrs: list[float], method: str = "optical", epochs: 
     return pd.DataFrame(rows)
 
 
+def main_v2(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Design v2: convergence check and sweep")
+    parser.add_argument("--design", choices=["v2"])
+    parser.add_argument("--teacher", default="me5-small")
+    parser.add_argument("--layers", type=int, nargs="+", default=[2, 3, 6, 12])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--epochs", type=int, default=max(EVAL_EPOCHS))
+    parser.add_argument("--lrs", type=float, nargs="+", default=None,
+                        help="learning rates for every depth (default: per-depth grid)")
+    parser.add_argument("--lr-factors", type=float, nargs="+", default=None,
+                        help="per-depth grid: the depth's DEFAULT_LR times these factors")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dev-sentences", type=int, default=None,
+                        help="first N sentences per development language (default: all)")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    lrs = {d: args.lrs for d in args.layers} if args.lrs else None
+    eval_epochs = tuple(e for e in EVAL_EPOCHS if e <= args.epochs)
+    table = sweep_v2(args.teacher, args.layers, args.seeds, args.epochs, eval_epochs, lrs,
+                     args.device, args.dev_sentences, out=args.out,
+                     lr_factors=tuple(args.lr_factors) if args.lr_factors else None)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
+    print(choose_v2(table).to_string(index=False))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--design" in argv:
+        return main_v2(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 3, 6, 12])
     parser.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 2e-4, 5e-4])

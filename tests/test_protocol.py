@@ -1,0 +1,245 @@
+"""Protocol v2: suites and protocols, Δ over the pristine student, collapse diagnostics,
+the frozen-teacher token cache, the objective variants and the v2 settings."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from optical_lib import experiment, multiway, protocol
+from optical_lib.distill import DistillConfig, Distiller, TeacherStates, distill
+from optical_lib.experiment import ExperimentConfig, validate
+from optical_lib.models import load_encoder
+from optical_lib.retrieval import EmbeddingCache
+from optical_lib.tune import _head, choose_epochs, choose_v2
+
+
+@pytest.fixture(scope="module")
+def l2():
+    return load_encoder("me5-small", 2)
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return load_encoder("minilm-l6")
+
+
+def small_suites(n=40):
+    suites = protocol.suites(flores=("hau", "yor"), tatoeba=(), xquad=("deu",))
+    return [_head(s, n) for s in suites]
+
+
+# ------------------------------------------------------------------ diagnostics
+def test_collapse_diagnostics_on_known_geometries():
+    same = torch.ones(10, 4)
+    d = protocol.collapse_diagnostics(same)
+    assert d["mean_cos"] == pytest.approx(1.0)
+    assert d["eff_rank"] == pytest.approx(1.0)
+    basis = torch.eye(8)
+    d = protocol.collapse_diagnostics(basis)
+    assert d["mean_cos"] == pytest.approx(0.0, abs=1e-12)
+    assert d["eff_rank"] == pytest.approx(8.0)
+    # opposite pairs: mean cosine below zero
+    assert protocol.collapse_diagnostics(torch.tensor([[1.0, 0], [-1.0, 0]]))["mean_cos"] == -1
+    assert math.isnan(protocol.collapse_diagnostics(torch.ones(1, 3))["mean_cos"])
+
+
+# ------------------------------------------------------------------ suites, protocols
+def test_suites_and_which_side_the_teacher_encodes():
+    suites = {s.name: s for s in protocol.suites(flores=("hau",), tatoeba=("swh",),
+                                                 xquad=("deu",))}
+    assert list(suites) == ["flores-x-eng", "flores-eng-x", "tatoeba-x-eng", "xquad-r-x-eng",
+                            "xquad-r-eng-eng"]
+    student, teacher = object(), object()
+    assert protocol.encoders_for(suites["flores-x-eng"], "teacher", student, teacher) == (
+        student, teacher)
+    assert protocol.encoders_for(suites["flores-eng-x"], "teacher", student, teacher) == (
+        teacher, student)
+    assert suites["xquad-r-eng-eng"].protocols == ("student",)
+    with pytest.raises(ValueError, match="no non-English side"):
+        protocol.encoders_for(suites["xquad-r-eng-eng"], "teacher", student, teacher)
+    with pytest.raises(ValueError, match="needs the frozen teacher"):
+        protocol.encoders_for(suites["flores-x-eng"], "teacher", student, None)
+    # sentence matching is symmetric (query prompt on both sides); XQuAD-R is not
+    assert suites["flores-x-eng"].prompts == ("query", "query")
+    assert suites["xquad-r-x-eng"].prompts == ("query", "passage")
+
+
+def meta(run_id="r"):
+    return {"run_id": run_id, "profile": "offline", "model": "me5-small", "layers": 2,
+            "nonemb_params": 0, "method": "optical", "k_langs": 2, "budget": 8, "seed": 0}
+
+
+def test_delta_is_student_minus_the_pristine_student_per_query(l2, minilm):
+    suites = small_suites()
+    cache = EmbeddingCache()
+    # a student identical to its baseline has Δ = 0 on every query, under both protocols
+    rows, pq = protocol.evaluate_v2(meta(), l2, minilm, l2, suites, cache, n_boot=20)
+    pq = pd.DataFrame(pq)
+    assert set(pq["protocol"]) == {"student", "teacher"}
+    assert (pq["delta"] == 0).all() and (pq["value"] == pq["baseline"]).all()
+    # eng->X rows are filed under the X language, like X->eng rows
+    flores = pq[pq["task"].str.startswith("flores")]
+    assert set(flores["query_lang"]) == {"hau", "yor"}
+    deltas = pd.DataFrame(rows)
+    deltas = deltas[deltas["metric"].str.startswith(protocol.DELTA)]
+    assert set(deltas["scope"]) >= {"language", "macro"} and (deltas["value"] == 0).all()
+    # a different student: Δ per query is exactly value - baseline
+    other = load_encoder("me5-small", 3)
+    rows, pq = protocol.evaluate_v2(meta(), other, minilm, l2, suites, EmbeddingCache(),
+                                    n_boot=20)
+    pq = pd.DataFrame(pq)
+    assert (pq["delta"] == pq["value"] - pq["baseline"]).all()
+    assert (pq["delta"] != 0).any()
+    # the macro Δ row is the mean over languages of the per-language mean Δ
+    rows = pd.DataFrame(rows)
+    sel = (rows["task"] == "flores-x-eng") & (rows["protocol"] == "teacher")
+    macro = rows[sel & (rows["scope"] == "macro") & (rows["metric"] == "delta:nDCG@10")]
+    part = pq[(pq["task"] == "flores-x-eng") & (pq["protocol"] == "teacher")
+              & (pq["metric"] == "nDCG@10")]
+    assert macro["value"].item() == pytest.approx(
+        part.groupby("query_lang")["delta"].mean().mean())
+    # diagnostics: one row per language and statistic, from the student's vectors
+    diag = rows[rows["scope"] == "diagnostic"]
+    assert set(diag["metric"]) == {"mean_cos", "eff_rank"}
+    assert diag["value"].between(-1, 400).all()
+
+
+def test_bm25_is_evaluated_without_encoders():
+    suites = small_suites(30)
+    rows, pq = protocol.evaluate_v2(meta(), None, None, None, suites, EmbeddingCache(),
+                                    n_boot=20, lexical=True)
+    assert {r["protocol"] for r in rows} == {"lexical"}
+    assert "delta" not in pd.DataFrame(pq)
+
+
+# ------------------------------------------------------------------ teacher states
+def test_teacher_states_equal_the_forward_pass_and_are_computed_once(l2, tmp_path):
+    texts = ["A short sentence.", "A somewhat longer English sentence, with a clause.", "Hi"]
+    states = TeacherStates(tmp_path)
+    tokens, batch = states.batch(l2, texts, "query", 64)
+    direct_batch = l2.tokenize(texts, "query", 64)
+    with torch.no_grad():
+        direct = l2.token_vectors(direct_batch)
+    assert torch.equal(batch["attention_mask"], direct_batch["attention_mask"])
+    mask = batch["attention_mask"].bool()
+    assert torch.allclose(tokens[mask], direct[mask], atol=1e-5)
+    assert states.computed == 3
+    states.batch(l2, texts[::-1], "query", 64)
+    assert states.computed == 3 and states.reused == 3
+    # another store (another process) reads them from disk
+    again = TeacherStates(tmp_path)
+    tokens2, _ = again.batch(l2, texts, "query", 64)
+    assert again.computed == 0 and torch.equal(tokens2, tokens)
+
+
+def pairs(n=16):
+    sample = multiway.sample_fixed_content(2, n, 0)
+    return sample.pairs
+
+
+def test_distillation_encodes_each_english_sentence_once_across_epochs(l2):
+    config = DistillConfig(method="optical", student_layers=2, epochs=2, batch_size=8, lr=1e-4)
+    states = TeacherStates()
+    distill(config, pairs(), student=load_encoder("me5-small", 2), teacher=l2,
+            teacher_states=states, progress=False)
+    assert states.computed == 16 and states.reused == 16
+
+
+@pytest.mark.parametrize("method,centred,mse", [("optical", True, 0.0),
+                                                ("optical-plain", False, 0.0),
+                                                ("optical+mse", True, 1.0),
+                                                ("mse", True, 1.0)])
+def test_objective_variants(l2, method, centred, mse):
+    config = DistillConfig(method=method, student_layers=2, batch_size=4)
+    assert config.centred == centred and config.effective_mse_weight == mse
+    dist = Distiller(config, student=load_encoder("me5-small", 2), teacher=l2)
+    parts = dist.loss([p.src_text for p in pairs(4)], [p.tgt_text for p in pairs(4)])
+    assert ("ot" in parts) == (method != "mse") and ("mse" in parts) == (mse > 0)
+    assert torch.isfinite(parts["loss"])
+
+
+def test_plain_and_centred_costs_differ(l2):
+    src, tgt = [p.src_text for p in pairs(4)], [p.tgt_text for p in pairs(4)]
+    losses = {}
+    for method in ("optical", "optical-plain"):
+        dist = Distiller(DistillConfig(method=method, student_layers=2),
+                         student=load_encoder("me5-small", 2), teacher=l2)
+        losses[method] = float(dist.loss(src, tgt)["ot"].detach())
+    assert losses["optical"] != pytest.approx(losses["optical-plain"], rel=1e-3)
+
+
+def test_an_independent_teacher_with_another_tokenizer_trains(minilm):
+    config = DistillConfig(method="optical", student_layers=2, batch_size=4, max_steps=2,
+                           teacher="minilm-l6")
+    student, history = distill(config, pairs(8), student=load_encoder("me5-small", 2),
+                               teacher=minilm, progress=False)
+    assert len(history) == 2 and history["loss"].map(math.isfinite).all()
+
+
+def test_on_epoch_is_called_after_each_epoch_in_eval_mode(l2):
+    seen = []
+    config = DistillConfig(method="optical", student_layers=2, epochs=2, batch_size=8)
+    distill(config, pairs(), student=load_encoder("me5-small", 2), teacher=l2, progress=False,
+            on_epoch=lambda epoch, s: seen.append((epoch, s.model.training)))
+    assert seen == [(0, False), (1, False)]
+
+
+# ------------------------------------------------------------------ v2 settings
+def v2(**kw):
+    return ExperimentConfig.from_parameters(design="v2", **kw)
+
+
+def test_v2_run_ids_and_defaults():
+    a = v2(layers=3, method="optical", k_langs=8, draw=0)
+    assert a.run_id.startswith("v2-L3-optical-k8-d0-s0-tme5-")
+    assert a.budget == experiment.V2_BUDGET
+    assert a.eval_tatoeba == multiway.EVAL_LANGS_TATOEBA_V2
+    assert a.run_id != v2(layers=3, method="optical", k_langs=8, draw=1).run_id
+    assert a.run_id != v2(layers=3, method="optical", k_langs=8, teacher="minilm-l6").run_id
+    # a zero-shot baseline does not depend on training parameters, but on its teacher
+    z = v2(layers=3, method="none", k_langs=8, draw=3)
+    assert z.run_id == v2(layers=3, method="none").run_id
+    assert z.run_id != v2(layers=3, method="none", teacher="minilm-l6").run_id
+    # BM25 depends on neither encoder nor seed
+    assert v2(method="bm25", layers=2).run_id == v2(method="bm25", layers=6, seed=3).run_id
+    assert v2(method="optical+mse", layers=2).run_id.startswith("v2-L2-optical-mse-")
+    # v1 ids do not see the v2 fields
+    assert ExperimentConfig.from_parameters(layers=3).run_id == ExperimentConfig(
+        training=experiment._default_training()).run_id
+
+
+@pytest.mark.parametrize("params,message", [
+    ({"teacher": "bert"}, "Unknown teacher"),
+    ({"eval_flores": ["lug"]}, "development languages are for tuning only"),
+    ({"eval_flores": ["xxx"]}, "Unknown FLORES-200"),
+    ({"k_langs": 3}, "divisible by k=3"),
+    ({"model": "minilm-l6", "method": "optical"}, "is a teacher"),
+    ({"split": "test"}, "Unknown split"),
+    ({"eval_tatoeba": ["deu"]}, "not v2 evaluation"),
+])
+def test_v2_validation_errors(params, message):
+    with pytest.raises(ValueError, match=message):
+        validate(v2(**{"layers": 2, "method": "optical", **params}))
+
+
+def test_v1_refuses_the_v2_methods():
+    with pytest.raises(ValueError, match="design v2 only"):
+        validate(ExperimentConfig.from_parameters(layers=2, method="optical-plain"))
+
+
+# ------------------------------------------------------------------ tuning rules
+def test_tuning_rules_pick_the_interior_best_and_the_converged_epoch():
+    rows = []
+    for lr, scale in ((1e-4, 0.5), (1e-3, 1.0), (1e-2, -1.0)):
+        for epoch, value in ((1, 0.05), (2, 0.10), (4, 0.115), (8, 0.12)):
+            for seed in (0, 1):
+                rows.append({"teacher": "me5-small", "layers": 3, "lr": lr, "seed": seed,
+                             "epoch": epoch, "delta": scale * value})
+    table = pd.DataFrame(rows)
+    choice = choose_v2(table).iloc[0]
+    assert (choice["lr"], choice["epochs"], choice["lr_on_edge"]) == (1e-3, 8, False)
+    assert bool(choice["epoch_on_edge"])
+    epochs = choose_epochs(table[table["lr"] == 1e-3]).iloc[0]
+    assert epochs["epochs"] == 4 and not epochs["still_rising"]
