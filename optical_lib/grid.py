@@ -135,9 +135,10 @@ def profile_settings(profile: str) -> list[dict]:
         return v2_baselines()
     if profile == "ablation":
         # the objective ablation on the development languages (a method choice is never
-        # judged on evaluation data): every objective per depth, one draw, k = 8
+        # judged on evaluation data): every objective per depth, one draw, k = 8, each
+        # depth's learning rate, 8 epochs (the horizon of the GPU sweep)
         trained = [{**V2, "layers": n, "method": m, "k_langs": 8, "draw": 0, "split": "dev",
-                    "teacher": "me5-small"}
+                    "teacher": "me5-small", "epochs": 8}
                    for n in (2, 3, 6) for m in ("optical", "optical-plain", "mse", "optical+mse")]
         zero = [{**V2, "layers": n, "method": "none", "split": "dev", "teacher": "me5-small"}
                 for n in (2, 3, 6)]

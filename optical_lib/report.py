@@ -1,0 +1,160 @@
+"""Protocol v2's committed results as tables and figures: the matched baselines (zero-shot
+students, the teacher, BM25), the tuning sweep and convergence check, the objective ablation.
+
+Everything here reads result files only (``results/runs/<run_id>/results.json`` of a grid
+profile's settings, ``results/tuning-v2/*.csv``) and recomputes no metric. The book page
+``book/protocol.ipynb`` is ``notebooks/protocol.ipynb`` executed by :func:`execute`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .distill import METHOD_LABELS
+from .evaluate import read_results
+from .layout import ResultsLayout, atomic_write
+from .paths import PROJECT_ROOT
+from .protocol import DELTA, PRIMARY_METRIC
+
+#: Suites in reading order, with the names the book uses.
+SUITE_LABELS = {
+    "flores-x-eng": "FLORES X→eng",
+    "flores-eng-x": "FLORES eng→X",
+    "tatoeba-x-eng": "Tatoeba X→eng",
+    "xquad-r-x-eng": "XQuAD-R X→eng",
+    "xquad-r-eng-eng": "XQuAD-R eng→eng",
+}
+TEACHER_NAMES = {"me5-small": "me5-small L12", "minilm-l6": "MiniLM-L6"}
+
+
+def load_profile(results_dir: str | Path, profile: str) -> tuple[pd.DataFrame, list[str]]:
+    """Result rows of a profile's finished settings, and the run ids still missing."""
+    from .grid import plan
+
+    layout = ResultsLayout(root=Path(results_dir))
+    frames, missing = [], []
+    for setting in plan(profile):
+        if layout.results_file(setting.run_id).exists():
+            frames.append(read_results(layout.results_file(setting.run_id)))
+        else:
+            missing.append(setting.run_id)
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    return rows, missing
+
+
+def system(row) -> str:
+    """A result row's system name: ``BM25``, ``L3 zero-shot``, ``MiniLM-L6 (teacher)``,
+    ``L3 centred OPTICAL`` ..."""
+    if row["method"] == "bm25":
+        return "BM25"
+    if row["model"] == "minilm-l6":
+        return "MiniLM-L6 (teacher)"
+    return f"L{int(row['layers'])} {METHOD_LABELS.get(row['method'], row['method'])}"
+
+
+def _macro(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
+    df = rows[(rows["scope"] == "macro") & (rows["metric"] == metric)].copy()
+    df["system"] = df.apply(system, axis=1)
+    df["suite"] = df["task"].map(SUITE_LABELS).fillna(df["task"])
+    return df
+
+
+def _order(index) -> list[str]:
+    def key(name: str):
+        if name == "BM25":
+            return (0, 0)
+        if name.startswith("MiniLM"):
+            return (2, 0)
+        return (1, int(name.split()[0][1:]))
+
+    return sorted(index, key=key)
+
+
+def baselines_table(rows: pd.DataFrame, protocol: str = "student", teacher: str | None = None,
+                    metric: str = PRIMARY_METRIC, lexical: bool = True) -> pd.DataFrame:
+    """Macro ``metric`` per system (rows) and suite (columns) under one protocol; BM25's
+    (lexical) row is added when ``lexical``. ``teacher`` picks the teacher of the OPTICAL
+    protocol's runs (their English side)."""
+    df = _macro(rows, metric)
+    keep = df["protocol"] == protocol
+    if teacher is not None:
+        keep &= df["teacher"] == teacher
+    if protocol == "student":  # the student protocol does not involve the teacher
+        keep &= ~df.duplicated(["system", "task", "protocol"])
+    if lexical:
+        keep |= df["protocol"] == "lexical"
+    table = df[keep].pivot_table(index="system", columns="suite", values="value")
+    columns = [c for c in SUITE_LABELS.values() if c in table.columns]
+    return table.loc[_order(table.index), columns]
+
+
+def gpu_sweep(path: str | Path) -> pd.DataFrame:
+    """The GPU sweep's table (mean dev Δ over protocols and directions, per seed and epoch)."""
+    return pd.read_csv(path)
+
+
+def sweep_table(sweep: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
+    """Mean dev Δ over seeds per (teacher, depth, lr) at ``epoch`` (default: the last one
+    every seed reached), with the number of seeds behind each value."""
+    out = []
+    for (teacher, depth, lr), part in sweep.groupby(["teacher", "layers", "lr"]):
+        reached = part.groupby("seed")["epoch"].max()
+        at = epoch or int(reached.min())
+        here = part[part["epoch"] == at]
+        out.append({"teacher": teacher, "layers": depth, "lr": lr, "epoch": at,
+                    "dev_delta": here["mean_dev_delta"].mean(), "seeds": len(here),
+                    "seed0_epoch8": part[(part["seed"] == 0) & (part["epoch"] == 8)]
+                    ["mean_dev_delta"].mean()})
+    return pd.DataFrame(out)
+
+
+def convergence_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Dev Δ (mean over seeds) per (teacher, depth, lr) and evaluated epoch, per protocol x
+    direction and on average."""
+    df = table.copy()
+    df["where"] = df["task"].map(SUITE_LABELS).fillna(df["task"]) + " · " + df["protocol"]
+    wide = df.pivot_table(index=["teacher", "layers", "lr", "epoch"], columns="where",
+                          values="delta", aggfunc="mean")
+    wide["mean"] = df.groupby(["teacher", "layers", "lr", "epoch"])["delta"].mean()
+    return wide.reset_index()
+
+
+def ablation_table(rows: pd.DataFrame, metric: str = PRIMARY_METRIC) -> pd.DataFrame:
+    """Per depth and objective: dev Δ ``metric`` per protocol (mean over the two FLORES
+    directions) and the collapse diagnostics of the student's sentence vectors (mean over
+    the development languages, FLORES X side), next to the zero-shot model's."""
+    trained = rows[rows["method"] != "none"]
+    delta = trained[(trained["scope"] == "macro") & (trained["metric"] == DELTA + metric)]
+    wide = delta.pivot_table(index=["layers", "method"], columns="protocol", values="value",
+                             aggfunc="mean")
+    wide.columns = [f"Δ {metric} ({c} protocol)" for c in wide.columns]
+    diag = rows[(rows["scope"] == "diagnostic") & (rows["task"] == "flores-x-eng")]
+    stats = diag.pivot_table(index=["layers", "method"], columns="metric", values="value",
+                             aggfunc="mean")
+    table = stats.join(wide, how="left").reset_index()
+    table["objective"] = table["method"].map(METHOD_LABELS)
+    columns = ["layers", "objective", *wide.columns, "mean_cos", "eff_rank"]
+    return table[columns].sort_values(["layers", "objective"]).reset_index(drop=True)
+
+
+def execute(results_dir: str | Path = "results", book_dir: str | Path = "book",
+            template: str | Path = "notebooks/protocol.ipynb") -> Path:
+    """Execute the protocol-v2 notebook on the committed results into
+    ``<book>/protocol.ipynb`` (injected parameters hidden)."""
+    import nbformat
+    import papermill
+
+    executed = papermill.execute_notebook(
+        str(template), None, progress_bar=False, cwd=str(PROJECT_ROOT),
+        parameters={"results_dir": str(results_dir)})
+    for cell in executed.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    return atomic_write(Path(book_dir) / "protocol.ipynb", nbformat.writes(executed))
+
+
+if __name__ == "__main__":
+    print(execute())
