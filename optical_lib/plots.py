@@ -261,3 +261,29 @@ def transport_plans(cost, plans: dict, rows: list[str], cols: list[str],
         ax.tick_params(axis="y", rotation=0)
     fig.tight_layout()
     return fig
+
+
+@_styled
+def convergence(table: pd.DataFrame) -> plt.Figure:
+    """Dev Δ over epochs, one panel per (teacher, depth): a line per suite and protocol and
+    their mean (``table``: the tuning sweep's rows, columns ``teacher, layers, epoch, task,
+    protocol, delta``)."""
+    panels = table[["teacher", "layers"]].drop_duplicates().sort_values(["teacher", "layers"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False,
+                             sharey=True)
+    for ax, (_, (teacher, depth)) in zip(axes[0], panels.iterrows(), strict=True):
+        part = table[(table["teacher"] == teacher) & (table["layers"] == depth)]
+        for i, ((task, proto), line) in enumerate(part.groupby(["task", "protocol"])):
+            mean = line.groupby("epoch")["delta"].mean()
+            ax.plot(mean.index, mean.values, marker="o", ms=3, color=PALETTE[i % len(PALETTE)],
+                    label=f"{task} · {proto}")
+        mean = part.groupby("epoch")["delta"].mean()
+        ax.plot(mean.index, mean.values, color="black", lw=2, label="mean")
+        ax.axhline(0, color="0.6", lw=0.8)
+        ax.set(title=f"L{depth} · teacher {teacher}", xlabel="epoch", xscale="log")
+        ax.set_xticks(sorted(part["epoch"].unique()), [str(e) for e in
+                                                       sorted(part["epoch"].unique())])
+    axes[0][0].set_ylabel("dev Δ nDCG@10")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
