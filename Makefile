@@ -55,6 +55,7 @@ grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=..., EXECUTOR=local
 
 analysis: $(STAMP) ## execute the analysis notebook on results/$(PROFILE) into book/analysis.ipynb
 	$(PY) -m optical_lib.analysis --profile $(PROFILE)
+	$(PY) -m optical_lib.report
 
 book: $(STAMP) ## build the Jupyter Book (strict) into _build/html
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going

@@ -34,6 +34,7 @@ k_langs = 8  # number of training languages (diversity)
 budget: int = None  # training pairs in total, equal share per language (None: the design's)
 draw = 0  # v2: which languages and English sentences (multiway.sample_fixed_content)
 relatives = True  # v2: False draws from the "no relatives" pool
+sample = "fixed"  # v2: "pool" for the learning curve (budget 0: the whole pool)
 seed = 0
 split = "eval"  # v2: "dev" evaluates on the development languages (tuning only)
 eval_flores: list = None  # v2, None: multiway.EVAL_LANGS_FLORES
@@ -81,7 +82,8 @@ from optical_lib.layout import ResultsLayout
 
 config = ExperimentConfig.from_parameters(
     profile=profile, design=design, model=model, layers=layers, method=method, teacher=teacher,
-    k_langs=k_langs, budget=budget, draw=draw, relatives=relatives, seed=seed, split=split,
+    k_langs=k_langs, budget=budget, draw=draw, relatives=relatives, sample=sample, seed=seed,
+    split=split,
     eval_flores=eval_flores, eval_tatoeba=eval_tatoeba, eval_xquad=eval_xquad,
     train_langs=train_langs, eval_webfaq=eval_webfaq, device=device, epochs=epochs, lr=lr,
     n_boot=n_boot, threads=threads)
@@ -109,7 +111,7 @@ teacher = load_teacher(config)
 student, history = None, None
 if config.method != "bm25":  # BM25 has no encoder
     student, history = distill(config.training, sample.pairs if sample else [],
-                               teacher=teacher, teacher_states=teacher_states(),
+                               teacher=teacher, teacher_states=teacher_states(config),
                                progress=True)  # progress bar on stderr
 if history is not None and len(history):
     display(plots.loss_curve(history, title=f"{config.run_id}: loss"))

@@ -184,8 +184,10 @@ class TeacherStates:
     to float rounding (padding changes matrix shapes, not the masked attention).
     """
 
-    def __init__(self, directory: str | Path | None = None):
+    def __init__(self, directory: str | Path | None = None, memory_limit: int | None = None):
         self.directory = None if directory is None else Path(directory)
+        #: texts kept in memory at most (None: all); beyond it, states are recomputed
+        self.memory_limit = memory_limit
         self._memory: dict[tuple, torch.Tensor] = {}
         self.computed = 0  # texts the teacher actually encoded (for tests and timings)
         self.reused = 0
@@ -224,7 +226,9 @@ class TeacherStates:
             lengths = batch["attention_mask"].sum(1).tolist()
             for text, vecs, n in zip(missing, tokens, lengths, strict=True):
                 vec = vecs[:n].detach().clone()
-                out[text] = self._memory[(*memo, text)] = vec
+                out[text] = vec
+                if self.memory_limit is None or len(self._memory) < self.memory_limit:
+                    self._memory[(*memo, text)] = vec
                 path = self._path(key, text)
                 if path is not None:
                     atomic_write(path, lambda tmp, v=vec: torch.save(v.cpu(), tmp))

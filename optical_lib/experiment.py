@@ -45,7 +45,11 @@ PROFILES = ("offline", "webfaq")
 #: content, FLORES-200 / Tatoeba / XQuAD-R under both protocols, Δ over matched baselines.
 DESIGNS = ("v1", "v2")
 #: Parameters of design v2 only: left out of v1 run ids, so those stay what they were.
-V2_ONLY = ("design", "teacher", "draw", "relatives", "eval_flores", "split")
+V2_ONLY = ("design", "teacher", "draw", "relatives", "eval_flores", "split", "sample")
+#: Training samples of design v2: "fixed" content (multiway.sample_fixed_content: k
+#: languages, the English side fixed by draw and budget) or the whole "pool" for the
+#: learning curve (multiway.sample_pool: a prefix of the shuffled pool, k not fixed).
+SAMPLES = ("fixed", "pool")
 #: Evaluation splits of design v2: the held-out evaluation languages, or the development
 #: languages (tuning and the convergence check only; FLORES-200 only).
 SPLITS = ("eval", "dev")
@@ -65,7 +69,7 @@ TRAINING_PARAMETERS = {"layers": "student_layers", "method": "method", "seed": "
                        "sinkhorn_iters": "sinkhorn_iters", "max_length": "max_length"}
 #: Parameters that only matter when something is trained (left out of a baseline's run id).
 TRAINING_ONLY = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_size", "eps",
-                 "sinkhorn_iters", "max_length", "draw", "relatives")
+                 "sinkhorn_iters", "max_length", "draw", "relatives", "sample")
 #: Parameters a BM25 run leaves out of its id as well (it has no encoder and no seed).
 LEXICAL_FREE = ("model", "layers", "teacher", "seed", "device", "method")
 #: Design v2's budget (every k of multiway.STUDY_KS divides it).
@@ -137,6 +141,7 @@ class ExperimentConfig:
     relatives: bool = True  # v2: False uses the "no relatives" training pool
     eval_flores: tuple[str, ...] = multiway.EVAL_LANGS_FLORES
     split: str = "eval"  # v2: "dev" evaluates on the development languages only
+    sample: str = "fixed"  # v2: "pool" for the learning curve (budget 0: the whole pool)
     #: torch intra-op threads for this setting (None: leave torch's default). Not part of the
     #: run id; recorded in setting.json next to every timing.
     threads: int | None = None
@@ -210,10 +215,14 @@ class ExperimentConfig:
 
     @property
     def title(self) -> str:
-        if self.design == "v2":
-            return setting_title_v2(self.layers, self.method, self.k_langs, self.draw,
-                                    self.teacher, self.model, self.budget)
-        return setting_title(self.layers, self.method, self.k_langs, self.seed)
+        if self.design == "v1":
+            return setting_title(self.layers, self.method, self.k_langs, self.seed)
+        if self.trains and self.sample == "pool":
+            size = "whole pool" if self.budget == multiway.WHOLE_POOL else f"{self.budget} pairs"
+            return " · ".join([f"L{self.layers}", METHOD_LABELS[self.method], f"pool, {size}",
+                               f"draw {self.draw}", TEACHER_LABELS[self.teacher]])
+        return setting_title_v2(self.layers, self.method, self.k_langs, self.draw,
+                                self.teacher, self.model, self.budget)
 
     @property
     def trains(self) -> bool:
@@ -242,7 +251,9 @@ class ExperimentConfig:
             return f"v2-bm25-{digest}"
         who = "minilm" if self.model == MINILM else f"L{self.layers}"
         what = self.method.replace("+", "-")
-        if self.trains:
+        if self.trains and self.sample == "pool":
+            what += f"-pool{self.budget or 'all'}-d{self.draw}-s{self.seed}"
+        elif self.trains:
             what += f"-k{self.k_langs}-d{self.draw}-s{self.seed}"
         return f"v2-{who}-{what}-{TEACHER_SLUG[self.teacher]}-{digest}"
 
@@ -325,6 +336,13 @@ def _validate_v2(c: ExperimentConfig) -> None:
     if bad:
         raise ValueError(f"Unknown XQuAD-R query language(s) {bad} "
                          f"(available: {', '.join(data.XQUAD_R_QUERY_LANGS)})")
+    if c.sample not in SAMPLES:
+        raise ValueError(f"Unknown sample {c.sample!r} (choose from {', '.join(SAMPLES)})")
+    if c.trains and c.sample == "pool":
+        if c.budget < 0:
+            raise ValueError(f"budget={c.budget}: use a positive number of pairs, or "
+                             f"{multiway.WHOLE_POOL} for the whole pool")
+        return
     if c.trains:
         pool = multiway.training_pool_ntrex(c.relatives)
         if not 1 <= c.k_langs <= len(pool):
@@ -366,6 +384,8 @@ def training_sample(config: ExperimentConfig, pool: Mapping | None = None):
     drawn from ``pool`` (default :func:`training_pool`)."""
     if not config.trains:
         return None
+    if config.design == "v2" and config.sample == "pool":
+        return multiway.sample_pool(config.budget, config.draw, relatives=config.relatives)
     if config.design == "v2":
         return multiway.sample_fixed_content(config.k_langs, config.budget, config.draw,
                                              relatives=config.relatives)
@@ -385,7 +405,7 @@ def diversity_table(sample):
     if sample is None:
         return pd.DataFrame({"value": ["zero-shot baseline: no training data"]},
                             index=["sample"])
-    if isinstance(sample, multiway.FixedContentSample):
+    if isinstance(sample, multiway.FixedContentSample | multiway.PoolSample):
         rec = sample.record()
         rec["languages"] = ", ".join(rec["languages"])
         rec["pairs"] = len(sample.pairs)
@@ -573,8 +593,16 @@ def _evaluate_v2(config: ExperimentConfig, student: Encoder | None, teacher: Enc
                                 lexical=config.method == "bm25")
 
 
-def teacher_states() -> TeacherStates:
-    """The on-disk store of frozen-teacher token vectors shared by every run."""
+#: English texts whose teacher states a learning-curve run keeps in memory (about 2.5 GB).
+POOL_MEMORY_LIMIT = 40_000
+
+
+def teacher_states(config: ExperimentConfig | None = None) -> TeacherStates:
+    """The store of frozen-teacher token vectors: on disk and shared by every run that
+    trains on fixed-content samples (their English sentences recur across k, depths and
+    methods); in memory only, and bounded, for the learning curve's large pool samples."""
+    if config is not None and config.sample == "pool":
+        return TeacherStates(None, memory_limit=POOL_MEMORY_LIMIT)
     return TeacherStates(cache_dir() / "teacher-states")
 
 
@@ -598,7 +626,7 @@ def write_setting(config: ExperimentConfig, rows, per_query, history, sample,
         atomic_write(layout.history_file(run_id), lambda tmp: history.to_csv(tmp, index=False))
     if sample is None:
         described = None
-    elif isinstance(sample, multiway.FixedContentSample):
+    elif isinstance(sample, multiway.FixedContentSample | multiway.PoolSample):
         described = sample.record()
     else:
         described = sample.diversity.as_dict()

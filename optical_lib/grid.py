@@ -144,10 +144,11 @@ def profile_settings(profile: str) -> list[dict]:
                 for n in (2, 3, 6)]
         return zero + trained
     if profile == "curve":
-        # the learning-curve arm: centred OPTICAL per depth over budgets beyond the
-        # fixed-content range (k = 8, one draw)
-        return [{**V2, "layers": n, "method": "optical", "k_langs": 8, "draw": 0,
-                 "budget": b} for b in (496, 1984) for n in (2, 3, 6)]
+        # the learning-curve arm: centred OPTICAL per depth on growing prefixes of the whole
+        # shuffled pool (NTREX-128 + Tatoeba; the English side is not held fixed), up to
+        # all of it (budget 0); one draw. Large budgets need a GPU or many CPU-hours.
+        return [{**V2, "layers": n, "method": "optical", "sample": "pool", "draw": 0,
+                 "budget": b} for b in (1984, 7936, 31744, 0) for n in V2_DEPTHS]
     raise ValueError(f"Unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
 
 

@@ -552,6 +552,92 @@ def sample_fixed_content(
     return FixedContentSample(pairs, draw, budget, k, langs, ids, name)
 
 
+# --------------------------------------------------------------------------- learning curve
+
+#: ``budget`` value that asks :func:`sample_pool` for the whole pool.
+WHOLE_POOL = 0
+
+
+@dataclass(frozen=True)
+class PoolSample:
+    """Output of :func:`sample_pool`: the first ``budget`` pairs of a seeded shuffle of the
+    whole training pool (NTREX-128 and Tatoeba pairs of the pool languages). The English
+    side is *not* held fixed: it grows with the budget."""
+
+    pairs: list[BitextPair] = field(repr=False)
+    draw: int
+    budget: int
+    languages: tuple[str, ...]
+    pool: str
+    n_ntrex: int
+    n_tatoeba: int
+    n_dropped_english: int
+
+    @property
+    def k(self) -> int:
+        return len(self.languages)
+
+    def record(self) -> dict[str, Any]:
+        return {"pool": self.pool, "draw": self.draw, "budget": self.budget, "k": self.k,
+                "languages": list(self.languages), "n_ntrex": self.n_ntrex,
+                "n_tatoeba": self.n_tatoeba, "n_dropped_english": self.n_dropped_english,
+                "english_fixed": False, **run_covariates(self.languages)}
+
+
+def evaluation_english(data_dir: str | Path | None = None) -> frozenset[str]:
+    """Every English sentence the v2 evaluation and development tasks use (FLORES-200
+    devtest, the Tatoeba test sets of the evaluation languages, XQuAD-R's English questions
+    and sentences), whitespace-normalised and lower-cased: training pairs with one of these
+    on the English side are dropped from the learning-curve pool."""
+    from .data import tatoeba_bitext, xquad_r_task
+
+    def norm(text: str) -> str:
+        return " ".join(text.split()).lower()
+
+    out = {norm(t) for t in flores_lines(ENGLISH, data_dir)}
+    for lang in EVAL_LANGS_TATOEBA_V2:
+        out |= {norm(p.tgt_text) for p in tatoeba_bitext(lang, data_dir)}
+    task = xquad_r_task("eng", "eng", data_dir)
+    out |= {norm(t) for t in [*task.queries.values(), *task.corpus.values()]}
+    return frozenset(out)
+
+
+@lru_cache(maxsize=2)
+def _pool_pairs(relatives: bool, data_dir: str | None) -> tuple[tuple[BitextPair, ...], int,
+                                                                  int, int]:
+    from .data import tatoeba_bitext, tatoeba_languages
+
+    langs = training_pool_ntrex(relatives)
+    banned = evaluation_english(data_dir)
+    ntrex = [p for lang in langs for p in ntrex_bitext(lang, None, data_dir)]
+    in_tatoeba = set(tatoeba_languages(data_dir))
+    tatoeba = [p for lang in langs if lang in in_tatoeba for p in tatoeba_bitext(lang, data_dir)]
+    keep = [p for p in ntrex + tatoeba if " ".join(p.tgt_text.split()).lower() not in banned]
+    n_ntrex = sum(p.eng_id is not None for p in keep)
+    return tuple(keep), n_ntrex, len(keep) - n_ntrex, len(ntrex) + len(tatoeba) - len(keep)
+
+
+def sample_pool(budget: int, draw: int, relatives: bool = True,
+                data_dir: str | Path | None = None) -> PoolSample:
+    """The learning-curve sample: the first ``budget`` pairs (:data:`WHOLE_POOL`: all) of
+    the whole pool shuffled by ``draw``, so a smaller budget is a prefix of a larger one.
+    Pairs whose English side is an evaluation sentence (:func:`evaluation_english`) are
+    left out first."""
+    pairs, n_ntrex, n_tatoeba, dropped = _pool_pairs(relatives, None if data_dir is None
+                                                     else str(data_dir))
+    if budget != WHOLE_POOL and not 1 <= budget <= len(pairs):
+        raise ValueError(f"budget={budget} but the pool has {len(pairs)} pairs "
+                         f"(use 1..{len(pairs)}, or {WHOLE_POOL} for all of them)")
+    order = list(pairs)
+    random.Random(f"pool-order:{draw}").shuffle(order)
+    chosen = order if budget == WHOLE_POOL else order[:budget]
+    langs = tuple(sorted({p.src_lang for p in chosen}))
+    n_nt = sum(p.eng_id is not None for p in chosen)
+    return PoolSample(chosen, draw, len(chosen), langs,
+                      "ntrex+tatoeba" + ("" if relatives else "-no-relatives"),
+                      n_nt, len(chosen) - n_nt, dropped)
+
+
 # --------------------------------------------------------------------------- covariates
 
 

@@ -243,3 +243,96 @@ def test_tuning_rules_pick_the_interior_best_and_the_converged_epoch():
     assert bool(choice["epoch_on_edge"])
     epochs = choose_epochs(table[table["lr"] == 1e-3]).iloc[0]
     assert epochs["epochs"] == 4 and not epochs["still_rising"]
+
+
+# ------------------------------------------------------------------ v2 profiles, report
+@pytest.mark.parametrize("profile", ["baselines", "ablation", "curve"])
+def test_v2_profiles_are_valid_settings_with_distinct_ids(profile):
+    from optical_lib import grid
+
+    configs = [grid.config_of(p) for p in grid.profile_settings(profile)]
+    for config in configs:
+        validate(config)
+        assert config.design == "v2"
+    assert len({c.run_id for c in configs}) == len(configs)
+    if profile == "ablation":
+        assert {c.split for c in configs} == {"dev"}  # never judged on evaluation data
+        assert {c.method for c in configs} == {"none", "optical", "optical-plain", "mse",
+                                               "optical+mse"}
+
+
+def synthetic_rows():
+    rows = []
+    for layers in (2, 3):
+        for method in ("none", "optical", "optical-plain"):
+            base = {"run_id": f"{layers}{method}", "layers": layers, "method": method,
+                    "model": "me5-small", "teacher": "me5-small"}
+            for proto in ("student", "teacher"):
+                for task in ("flores-x-eng", "flores-eng-x"):
+                    value = 0.1 * layers + (0.05 if method == "optical" else 0.0)
+                    rows.append({**base, "task": task, "protocol": proto, "scope": "macro",
+                                 "metric": "nDCG@10", "value": value})
+                    if method != "none":
+                        rows.append({**base, "task": task, "protocol": proto,
+                                     "scope": "macro", "metric": "delta:nDCG@10",
+                                     "value": 0.05 if method == "optical" else -0.1})
+            for stat, value in (("mean_cos", 0.99 if method == "optical-plain" else 0.8),
+                                ("eff_rank", 3.0 if method == "optical-plain" else 150.0)):
+                rows.append({**base, "task": "flores-x-eng", "protocol": "student",
+                             "scope": "diagnostic", "metric": stat, "value": value})
+    rows.append({"run_id": "bm25", "layers": None, "method": "bm25", "model": "me5-small",
+                 "teacher": None, "task": "flores-x-eng", "protocol": "lexical",
+                 "scope": "macro", "metric": "nDCG@10", "value": 0.35})
+    return pd.DataFrame(rows)
+
+
+def test_report_tables_read_the_rows_they_are_given():
+    from optical_lib import report
+
+    rows = synthetic_rows()
+    table = report.baselines_table(rows[rows["method"].isin(["none", "bm25"])])
+    assert list(table.index) == ["BM25", "L2 zero-shot", "L3 zero-shot"]
+    assert table.loc["BM25", "FLORES X→eng"] == 0.35
+    assert table.loc["L3 zero-shot", "FLORES eng→X"] == pytest.approx(0.3)
+    ablation = report.ablation_table(rows[rows["method"] != "bm25"])
+    plain = ablation[(ablation["layers"] == 2) & (ablation["objective"] == "plain OPTICAL")]
+    assert plain["mean_cos"].item() == 0.99 and plain["eff_rank"].item() == 3.0
+    assert plain["Δ nDCG@10 (teacher protocol)"].item() == -0.1
+    zero = ablation[ablation["objective"] == "zero-shot"]
+    assert len(zero) == 2 and zero["Δ nDCG@10 (student protocol)"].isna().all()
+
+
+def test_convergence_figure_draws_the_mean_dev_delta():
+    from optical_lib import plots
+
+    table = pd.DataFrame([{"teacher": "me5-small", "layers": 2, "lr": 1e-3, "seed": 0,
+                           "epoch": e, "task": t, "protocol": p, "delta": 0.01 * e}
+                          for e in (1, 2, 4) for t in ("a", "b") for p in ("student", "x")])
+    fig = plots.convergence(table)
+    mean_line = [line for line in fig.axes[0].lines if line.get_label() == "mean"][0]
+    assert list(mean_line.get_ydata()) == pytest.approx([0.01, 0.02, 0.04])
+    plots.close(fig)
+
+
+def test_the_learning_curve_pool_is_nested_and_leaves_out_evaluation_english():
+    small, large = multiway.sample_pool(500, 0), multiway.sample_pool(2000, 0)
+    assert large.pairs[:500] == small.pairs
+    assert multiway.sample_pool(500, 1).pairs != small.pairs
+    banned = multiway.evaluation_english()
+    assert not any(" ".join(p.tgt_text.split()).lower() in banned for p in large.pairs)
+    whole = multiway.sample_pool(multiway.WHOLE_POOL, 0)
+    assert whole.budget == len(whole.pairs) > 100_000 and whole.n_dropped_english > 0
+    assert whole.record()["english_fixed"] is False
+    with pytest.raises(ValueError, match="the pool has"):
+        multiway.sample_pool(10**7, 0)
+    config = v2(layers=2, method="optical", sample="pool", budget=7936)
+    validate(config)
+    assert "pool, 7936 pairs" in config.title and "-pool7936-" in config.run_id
+
+
+def test_teacher_states_memory_limit_recomputes_beyond_it(l2):
+    states = TeacherStates(memory_limit=1)
+    texts = ["one sentence", "another sentence"]
+    states.batch(l2, texts, "query", 64)
+    states.batch(l2, texts, "query", 64)
+    assert states.computed == 3 and states.reused == 1
