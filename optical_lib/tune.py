@@ -231,9 +231,24 @@ def main_v2(argv: list[str]) -> int:
     parser.add_argument("--dev-sentences", type=int, default=None,
                         help="first N sentences per development language (default: all)")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="validate and list the runs, train nothing")
     args = parser.parse_args(argv)
     lrs = {d: args.lrs for d in args.layers} if args.lrs else None
     eval_epochs = tuple(e for e in EVAL_EPOCHS if e <= args.epochs)
+    if args.dry_run:
+        from .experiment import DEFAULT_LR
+
+        for depth in args.layers:
+            grid = lrs[depth] if lrs else [DEFAULT_LR[depth] * f
+                                           for f in (args.lr_factors or LR_FACTORS)]
+            for lr in grid:
+                validate(ExperimentConfig.from_parameters(
+                    design="v2", layers=depth, method="optical", teacher=args.teacher,
+                    k_langs=8, draw=TUNING_DRAW, lr=lr, epochs=args.epochs, split="dev"))
+                print(f"{args.teacher} L{depth} lr={lr:.3g} seeds={args.seeds} "
+                      f"epochs={args.epochs} evaluated after {list(eval_epochs)}")
+        return 0
     table = sweep_v2(args.teacher, args.layers, args.seeds, args.epochs, eval_epochs, lrs,
                      args.device, args.dev_sentences, out=args.out,
                      lr_factors=tuple(args.lr_factors) if args.lr_factors else None)

@@ -68,6 +68,17 @@ def test_documented_grid_commands_expand_and_validate(page, command):
         assert run_id in run.stdout and "done" in run.stdout, run.stdout
 
 
+@pytest.mark.parametrize(("page", "command"), of_kind("optical_lib.tune"),
+                         ids=lambda v: v if v in PAGES else None)
+def test_documented_tuning_commands_parse_and_validate(page, command):
+    args = shlex.split(command)
+    start = args.index("optical_lib.tune") + 1
+    run = subprocess.run([sys.executable, "-m", "optical_lib.tune", *args[start:], "--dry-run"],
+                         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, f"{page}: {command}\n{run.stdout[-2000:]}{run.stderr[-2000:]}"
+    assert "lr=" in run.stdout
+
+
 @pytest.mark.parametrize(("page", "command"), of_kind("papermill"),
                          ids=lambda v: v if v in PAGES else None)
 def test_documented_papermill_commands_give_valid_settings(page, command, tmp_path):
