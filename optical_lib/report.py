@@ -158,3 +158,37 @@ def execute(results_dir: str | Path = "results", book_dir: str | Path = "book",
 
 if __name__ == "__main__":
     print(execute())
+
+
+#: A teacher gap smaller than this (nDCG@10) leaves the share undefined (NaN).
+MIN_GAP = 0.05
+
+
+def gap_share(rows: pd.DataFrame, metric: str = PRIMARY_METRIC) -> pd.DataFrame:
+    """The share of the teacher's gap a distilled student closes, per run, suite and
+    protocol: Δ / (T - Z), where Z is the same-depth zero-shot model under the same protocol
+    (so Δ = student - Z) and T the teacher's own metric on the suite, encoding both sides
+    (the zero-shot setting of the teacher model: me5-small L12, or MiniLM-L6). NaN where
+    T - Z < :data:`MIN_GAP` (nothing to close). ``rows`` holds the students' rows and the
+    baselines profile's."""
+    macro = rows[rows["scope"] == "macro"]
+    value = macro[macro["metric"] == metric]
+    teachers = {}
+    for name, model, layers in (("me5-small", "me5-small", 12), ("minilm-l6", "minilm-l6", 6)):
+        t = value[(value["method"] == "none") & (value["model"] == model)
+                  & (value["layers"] == layers) & (value["protocol"] == "student")]
+        teachers[name] = t.drop_duplicates("task").set_index("task")["value"]
+    delta = macro[(macro["metric"] == DELTA + metric) & (macro["method"] != "none")]
+    out = []
+    for _, row in delta.iterrows():
+        student = value[(value["run_id"] == row["run_id"]) & (value["task"] == row["task"])
+                        & (value["protocol"] == row["protocol"])]
+        if student.empty or row["task"] not in teachers.get(row["teacher"], {}):
+            continue
+        zero = student["value"].item() - row["value"]
+        gap = teachers[row["teacher"]][row["task"]] - zero
+        out.append({"run_id": row["run_id"], "task": row["task"], "protocol": row["protocol"],
+                    "teacher": row["teacher"], "delta": row["value"], "zero_shot": zero,
+                    "teacher_value": teachers[row["teacher"]][row["task"]], "gap": gap,
+                    "share": row["value"] / gap if gap >= MIN_GAP else float("nan")})
+    return pd.DataFrame(out)

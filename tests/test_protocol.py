@@ -336,3 +336,27 @@ def test_teacher_states_memory_limit_recomputes_beyond_it(l2):
     states.batch(l2, texts, "query", 64)
     states.batch(l2, texts, "query", 64)
     assert states.computed == 3 and states.reused == 1
+
+
+def test_gap_share_is_delta_over_the_teachers_lead():
+    from optical_lib import report
+
+    def row(run_id, method, model, layers, metric, value, protocol="student"):
+        return {"run_id": run_id, "method": method, "model": model, "layers": layers,
+                "teacher": "me5-small", "task": "flores-x-eng", "protocol": protocol,
+                "scope": "macro", "metric": metric, "value": value}
+
+    rows = pd.DataFrame([
+        row("t", "none", "me5-small", 12, "nDCG@10", 0.6),
+        row("z", "none", "me5-small", 3, "nDCG@10", 0.2),
+        row("s", "optical", "me5-small", 3, "nDCG@10", 0.3),
+        row("s", "optical", "me5-small", 3, "delta:nDCG@10", 0.1),
+        row("s", "optical", "me5-small", 3, "nDCG@10", 0.58, "teacher"),
+        row("s", "optical", "me5-small", 3, "delta:nDCG@10", 0.5, "teacher"),
+    ])
+    share = report.gap_share(rows).set_index("protocol")
+    assert share.loc["student", "share"] == pytest.approx(0.1 / 0.4)
+    # under the teacher protocol Z = 0.08 and the lead 0.52
+    assert share.loc["teacher", "share"] == pytest.approx(0.5 / 0.52)
+    rows.loc[0, "value"] = 0.22  # a teacher barely ahead: no share
+    assert math.isnan(report.gap_share(rows).set_index("protocol").loc["student", "share"])
