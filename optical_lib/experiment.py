@@ -80,6 +80,9 @@ V2_BUDGET = multiway.STUDY_BUDGETS[0]
 TUNED_V2: dict[tuple[str, int], dict] = {}
 #: Parameters that say how a setting is computed, not what: left out of every run id.
 EXECUTION_FIELDS = ("threads",)
+#: Parameters added after results were published: left out of a run id while they hold
+#: this value, so the ids (and results) of earlier settings stay valid.
+LATER_DEFAULTS = {"sample": "fixed"}
 
 
 def setting_title(layers: int, method: str, k_langs: int | None = None,
@@ -236,7 +239,8 @@ class ExperimentConfig:
         The zero-shot baseline trains nothing, so the training parameters are left out of
         its hash (the same baseline serves every grid that contains it).
         """
-        params = {k: v for k, v in self.parameters().items() if k not in EXECUTION_FIELDS}
+        params = {k: v for k, v in self.parameters().items() if k not in EXECUTION_FIELDS
+                  and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
         if self.design == "v1":
             params = {k: v for k, v in params.items() if k not in V2_ONLY}
         if not self.trains:

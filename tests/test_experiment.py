@@ -75,14 +75,23 @@ def test_parameters_resolve_to_one_frozen_config():
     assert of(**config.parameters()) == config
 
 
-def test_run_ids_of_the_published_medium_profile_are_stable():
-    """The run id hashes the flat parameters, whatever the config's inner structure: the
-    committed medium results keep their ids."""
+def committed_profiles() -> list[str]:
+    from optical_lib.grid import PROFILES
+    from optical_lib.layout import ResultsLayout
+
+    return [p for p in PROFILES if ResultsLayout().grid_file(p).exists()]
+
+
+@pytest.mark.parametrize("profile", committed_profiles())
+def test_run_ids_of_committed_profiles_are_stable(profile):
+    """The run id hashes the flat parameters, whatever the config's inner structure, and
+    leaves out parameters added later while they hold their default: every committed
+    profile keeps its ids (medium from v1; the v2 profiles)."""
     from optical_lib.grid import profile_settings
     from optical_lib.layout import ResultsLayout
 
-    published = json.loads(ResultsLayout().grid_file("medium").read_text())["run_ids"]
-    ids = [ExperimentConfig.from_parameters(**p).run_id for p in profile_settings("medium")]
+    published = json.loads(ResultsLayout().grid_file(profile).read_text())["run_ids"]
+    ids = [ExperimentConfig.from_parameters(**p).run_id for p in profile_settings(profile)]
     assert ids == published
 
 
