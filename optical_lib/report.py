@@ -136,7 +136,10 @@ def ablation_table(rows: pd.DataFrame, metric: str = PRIMARY_METRIC) -> pd.DataF
     table = stats.join(wide, how="left").reset_index()
     table["objective"] = table["method"].map(METHOD_LABELS)
     columns = ["layers", "objective", *wide.columns, "mean_cos", "eff_rank"]
-    return table[columns].sort_values(["layers", "objective"]).reset_index(drop=True)
+    order = {m: i for i, m in enumerate(["none", "optical", "optical-plain", "mse",
+                                         "optical+mse"])}
+    table["order"] = table["method"].map(order)
+    return table.sort_values(["layers", "order"])[columns].reset_index(drop=True)
 
 
 def execute(results_dir: str | Path = "results", book_dir: str | Path = "book",
