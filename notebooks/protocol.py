@@ -158,7 +158,31 @@ missing_note(ablation_missing, "ablation")
 
 # %% tags=["remove-input"]
 if len(ablation):
-    out = table(report.ablation_table(ablation), index=False)
+    abl = report.ablation_table(ablation)
+    out = table(abl, index=False)
 else:
+    abl = None
     out = Markdown("*The ablation has not run yet.*")
+out
+
+# %% tags=["remove-input"]
+Markdown(report.ablation_sentences(abl) if abl is not None else "")
+
+# %% [markdown]
+# ## The learning curve
+#
+# The `curve` profile distils each depth on growing prefixes of the whole shuffled pool
+# (NTREX-128 and Tatoeba pairs of the training languages, 1,984 to about 212,000 pairs; pairs
+# whose English side is an evaluation sentence are left out). Unlike the core grid, the
+# English side is **not** held fixed here: more pairs means more English content as well as
+# more languages. It asks how far bitext distillation takes each depth and whether any small
+# student reaches BM25.
+
+# %% tags=["remove-input"]
+curve, curve_missing = report.load_profile(results_dir, "curve")
+if len(curve):
+    out = table(report.baselines_table(curve, "student", lexical=False))
+else:
+    out = Markdown("*The learning curve has not run yet: its large budgets need a GPU or "
+                   "many CPU-hours (see the reproducibility page).*")
 out

@@ -195,3 +195,35 @@ def gap_share(rows: pd.DataFrame, metric: str = PRIMARY_METRIC) -> pd.DataFrame:
                     "teacher_value": teachers[row["teacher"]][row["task"]], "gap": gap,
                     "share": row["value"] / gap if gap >= MIN_GAP else float("nan")})
     return pd.DataFrame(out)
+
+
+def ablation_sentences(table: pd.DataFrame | None) -> str:
+    """What the ablation table says, as sentences computed from it: which objective has
+    the larger dev Δ per depth and protocol, and what the plain cost does to the collapse
+    diagnostics."""
+    if table is None or table.empty:
+        return ""
+    out = []
+    delta_cols = [c for c in table.columns if c.startswith("Δ")]
+    for depth, part in table.groupby("layers"):
+        by = part.set_index("objective")
+        trained = by.drop(index="zero-shot", errors="ignore").dropna(subset=delta_cols, how="all")
+        if trained.empty:
+            continue
+        for col in delta_cols:
+            best = trained[col].idxmax()
+            proto = col.split("(")[1].split()[0]
+            out.append(f"L{depth}, {proto} protocol: the largest dev Δ is {best}'s "
+                       f"({trained[col].max():+.3f}); centred OPTICAL's is "
+                       f"{trained[col].get('centred OPTICAL', float('nan')):+.3f}.")
+        if "plain OPTICAL" in by.index and "zero-shot" in by.index:
+            z, p = by.loc["zero-shot"], by.loc["plain OPTICAL"]
+            c = by.loc["centred OPTICAL"] if "centred OPTICAL" in by.index else None
+            text = (f"L{depth}: the plain cost takes the effective rank of the sentence "
+                    f"vectors from {z['eff_rank']:.0f} (zero-shot) to {p['eff_rank']:.0f} and "
+                    f"their mean cosine from {z['mean_cos']:.2f} to {p['mean_cos']:.2f}")
+            if c is not None:
+                text += (f"; the centred cost gives {c['eff_rank']:.0f} and "
+                         f"{c['mean_cos']:.2f}")
+            out.append(text + ".")
+    return "\n\n".join(out)

@@ -360,3 +360,13 @@ def test_gap_share_is_delta_over_the_teachers_lead():
     assert share.loc["teacher", "share"] == pytest.approx(0.5 / 0.52)
     rows.loc[0, "value"] = 0.22  # a teacher barely ahead: no share
     assert math.isnan(report.gap_share(rows).set_index("protocol").loc["student", "share"])
+
+
+def test_ablation_sentences_are_computed_from_the_table():
+    from optical_lib import report
+
+    table = report.ablation_table(synthetic_rows().query("method != 'bm25'"))
+    text = report.ablation_sentences(table)
+    assert "L2, student protocol: the largest dev Δ is centred OPTICAL's (+0.050)" in text
+    assert "effective rank of the sentence vectors from 150 (zero-shot) to 3" in text
+    assert report.ablation_sentences(None) == ""
