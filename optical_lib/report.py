@@ -213,13 +213,13 @@ def ablation_sentences(table: pd.DataFrame | None) -> str:
         for col in delta_cols:
             best = trained[col].idxmax()
             proto = col.split("(")[1].split()[0]
-            out.append(f"L{depth}, {proto} protocol: the largest dev Δ is {best}'s "
+            out.append(f"L{int(depth)}, {proto} protocol: the largest dev Δ is {best}'s "
                        f"({trained[col].max():+.3f}); centred OPTICAL's is "
                        f"{trained[col].get('centred OPTICAL', float('nan')):+.3f}.")
         if "plain OPTICAL" in by.index and "zero-shot" in by.index:
             z, p = by.loc["zero-shot"], by.loc["plain OPTICAL"]
             c = by.loc["centred OPTICAL"] if "centred OPTICAL" in by.index else None
-            text = (f"L{depth}: the plain cost takes the effective rank of the sentence "
+            text = (f"L{int(depth)}: the plain cost takes the effective rank of the sentence "
                     f"vectors from {z['eff_rank']:.0f} (zero-shot) to {p['eff_rank']:.0f} and "
                     f"their mean cosine from {z['mean_cos']:.2f} to {p['mean_cos']:.2f}")
             if c is not None:
