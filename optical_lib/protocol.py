@@ -143,22 +143,18 @@ def _with(rows: list[dict], **extra) -> list[dict]:
     return rows
 
 
-def _delta_rows(meta, suite: Suite, per_lang: Mapping[str, dict], base: Mapping[str, dict],
-                classes, n_boot: int, seed: int) -> list[dict]:
-    """Result rows of Δ = student - baseline per language and over languages."""
-    deltas = {}
+def _delta_rows(meta, suite_name: str, tasks, deltas: Mapping[str, dict], classes,
+                n_boot: int, seed: int) -> list[dict]:
+    """Result rows of Δ per language and over languages; ``deltas``: ``{query_lang:
+    {"delta:<metric>": {qid: Δ}}}`` (tasks already report the language of interest as
+    ``query_lang``)."""
     rows = []
-    for task in suite.tasks:
-        lang = task.query_lang if suite.english != "queries" else task.doc_lang
-        values = per_lang[task.name]
-        ref = base[task.name]
-        deltas[lang] = {DELTA + m: {q: values[m][q] - ref[m][q] for q in values[m]}
-                        for m in values}
+    for task in tasks:
+        lang = task.query_lang
         rows += result_rows(meta, task, deltas[lang], classes.get(lang), n_boot, seed)
     for row in rows:
-        row["task"] = suite.name
-    rows += macro_rows(meta, suite.name, deltas, classes, "*", n_boot, seed)
-    return rows
+        row["task"] = suite_name
+    return rows + macro_rows(meta, suite_name, deltas, classes, "*", n_boot, seed)
 
 
 def suite_language(suite: Suite, task) -> str:
@@ -202,17 +198,18 @@ def evaluate_v2(meta: Mapping[str, Any], student, teacher, baseline, suite_list:
             rows += r
             _with(pq, protocol=protocol)
             if baseline is not None:
-                values = {t.name: per_query_metrics(runs[t.name], t.qrels, V2_METRICS,
-                                                    queries=t.queries) for t in tasks}
-                base = {t.name: per_query_metrics(base_runs[t.name], t.qrels, V2_METRICS,
-                                                  queries=t.queries) for t in tasks}
-                rows += _delta_rows(m, Suite(suite.name, tuple(tasks), "docs", True), values,
-                                    base, classes, n_boot, seed)
-                lookup = {(t.query_lang, metric, q): v for t in tasks
-                          for metric, vals in base[t.name].items() for q, v in vals.items()}
+                # the student's per-query values are the rows evaluate_runs returned; only
+                # the baseline's are computed here
+                base = {t.query_lang: per_query_metrics(base_runs[t.name], t.qrels,
+                                                        V2_METRICS, queries=t.queries)
+                        for t in tasks}
+                deltas: dict[str, dict] = {lang: {} for lang in base}
                 for row in pq:
-                    row["baseline"] = lookup[(row["query_lang"], row["metric"], row["qid"])]
+                    lang, metric, qid = row["query_lang"], row["metric"], row["qid"]
+                    row["baseline"] = base[lang][metric][qid]
                     row["delta"] = row["value"] - row["baseline"]
+                    deltas[lang].setdefault(DELTA + metric, {})[qid] = row["delta"]
+                rows += _delta_rows(m, suite.name, tasks, deltas, classes, n_boot, seed)
             per_query += pq
         if not lexical:
             rows += _diagnostic_rows(meta, suite, student, cache)

@@ -52,7 +52,7 @@ V2_COLUMNS = ("teacher", "layers", "lr", "seed", "epoch", "task", "protocol", "v
               "baseline", "delta", "train_s", "device")
 
 
-def _dev_macro(config, student, teacher, suite_list, cache) -> list[dict]:
+def _dev_macro(student, teacher, suite_list, cache) -> list[dict]:
     from . import protocol
 
     rows, _ = protocol.evaluate_v2({"run_id": "tune", "profile": "offline", "model": "",
@@ -87,7 +87,7 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
     for depth in layers:
         base = load_encoder("me5-small", depth, device=device)
         baseline = {(r["task"], r["protocol"]): r["value"]
-                    for r in _dev_macro(None, base, teacher, suite_list, cache)}
+                    for r in _dev_macro(base, teacher, suite_list, cache)}
         grid = lrs[depth] if lrs and depth in lrs else [
             DEFAULT_LR[depth] * f for f in (lr_factors or LR_FACTORS)]
         for lr in grid:
@@ -106,7 +106,7 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                         return
                     t0 = time.perf_counter()
                     train_s = t0 - clock["start"] - clock["eval"]
-                    for r in _dev_macro(None, student, teacher, suite_list, EmbeddingCache()):
+                    for r in _dev_macro(student, teacher, suite_list, EmbeddingCache()):
                         ref = baseline[(r["task"], r["protocol"])]
                         rows.append({"teacher": teacher_name, "layers": depth, "lr": lr,
                                      "seed": seed, "epoch": epoch + 1, "task": r["task"],
