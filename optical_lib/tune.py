@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import data
-from .distill import distill
+from .distill import TRAINED_METHODS, distill
 from .experiment import (
     TEACHER_DOCS,
     ExperimentConfig,
@@ -48,8 +48,25 @@ LR_FACTORS = (1 / 9, 1 / 3, 1.0, 3.0, 9.0)
 #: Epochs after which the convergence check evaluates.
 EVAL_EPOCHS = (1, 2, 4, 8, 12, 16, 24)
 #: Columns of the v2 sweep table.
-V2_COLUMNS = ("teacher", "layers", "lr", "seed", "epoch", "task", "protocol", "value",
-              "baseline", "delta", "train_s", "device")
+V2_COLUMNS = ("teacher", "method", "layers", "lr", "seed", "epoch", "task", "protocol",
+              "value", "baseline", "delta", "train_s", "device")
+#: The objective of sweep tables written before the method column existed.
+LEGACY_METHOD = "optical"
+
+
+def read_sweep(path: str | Path) -> pd.DataFrame:
+    """A v2 sweep table; tables written before the ``method`` column get
+    :data:`LEGACY_METHOD` (they all swept centred OPTICAL)."""
+    table = pd.read_csv(path)
+    if "method" not in table.columns:
+        table.insert(1, "method", LEGACY_METHOD)
+    return table
+
+
+def _finished(table: pd.DataFrame, last_epoch: int) -> set[tuple]:
+    """(teacher, method, depth, lr, seed) whose run reached ``last_epoch`` in ``table``."""
+    done = table.groupby(["teacher", "method", "layers", "lr", "seed"])["epoch"].max()
+    return {key for key, epoch in done.items() if epoch >= last_epoch}
 
 
 def _dev_macro(student, teacher, suite_list, cache) -> list[dict]:
@@ -66,11 +83,13 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
              eval_epochs: tuple[int, ...], lrs: dict[int, list[float]] | None = None,
              device: str = "cpu", dev_sentences: int | None = None,
              log=print, out: Path | None = None,
-             lr_factors: tuple[float, ...] = None) -> pd.DataFrame:
+             lr_factors: tuple[float, ...] = None, method: str = "optical") -> pd.DataFrame:
     """The v2 convergence check and learning-rate sweep (one row per evaluation).
 
     With ``out``, the table so far is written (atomically) after every evaluation, so a
-    sweep cut short keeps what it measured."""
+    sweep cut short keeps what it measured; started again on the same ``out``, it keeps
+    the runs that reached the last evaluated epoch and reruns the others from the start
+    (a run's rows are only complete once it has)."""
     from . import multiway, protocol
     from .distill import TeacherStates
     from .experiment import DEFAULT_LR
@@ -83,7 +102,15 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
     teacher.model.requires_grad_(False)
     states = TeacherStates()  # one store: every run shares the tuning draw's English side
     cache = EmbeddingCache()
-    rows = []
+    rows, done = [], set()
+    if out is not None and Path(out).exists():
+        earlier = read_sweep(out)
+        done = _finished(earlier, max(eval_epochs))
+        keep = earlier.set_index(["teacher", "method", "layers", "lr", "seed"]).index.isin(
+            list(done))
+        rows = earlier[keep].to_dict("records")
+        log(f"{out}: keeping {len(done)} finished run(s), {int((~keep).sum())} row(s) of "
+            f"unfinished ones dropped")
     for depth in layers:
         base = load_encoder("me5-small", depth, device=device)
         baseline = {(r["task"], r["protocol"]): r["value"]
@@ -92,8 +119,11 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
             DEFAULT_LR[depth] * f for f in (lr_factors or LR_FACTORS)]
         for lr in grid:
             for seed in seeds:
+                if any(k[:3] == (teacher_name, method, depth) and k[4] == seed
+                       and abs(k[3] - lr) <= 1e-9 * lr for k in done):
+                    continue
                 config = ExperimentConfig.from_parameters(
-                    design="v2", layers=depth, method="optical", teacher=teacher_name,
+                    design="v2", layers=depth, method=method, teacher=teacher_name,
                     k_langs=8, draw=TUNING_DRAW, lr=lr, epochs=epochs, seed=seed,
                     device=device, split="dev")
                 validate(config)
@@ -108,7 +138,8 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                     train_s = t0 - clock["start"] - clock["eval"]
                     for r in _dev_macro(student, teacher, suite_list, EmbeddingCache()):
                         ref = baseline[(r["task"], r["protocol"])]
-                        rows.append({"teacher": teacher_name, "layers": depth, "lr": lr,
+                        rows.append({"teacher": teacher_name, "method": method,
+                                     "layers": depth, "lr": lr,
                                      "seed": seed, "epoch": epoch + 1, "task": r["task"],
                                      "protocol": r["protocol"], "value": r["value"],
                                      "baseline": ref, "delta": r["value"] - ref,
@@ -118,7 +149,7 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                         table = pd.DataFrame(rows, columns=V2_COLUMNS)
                         atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
                     mean = pd.DataFrame(rows[-4:])["delta"].mean()
-                    log(f"{teacher_name} L{depth} lr={lr:.2g} seed={seed} epoch={epoch + 1}: "
+                    log(f"{teacher_name} {method} L{depth} lr={lr:.2g} seed={seed} epoch={epoch + 1}: "
                         f"mean dev delta {mean:+.4f} ({train_s:.0f} s training)")
 
                 distill(config.training, sample.pairs, progress=False,
@@ -153,12 +184,14 @@ def choose_epochs(table: pd.DataFrame) -> pd.DataFrame:
     the convergence rule picks (:data:`CONVERGED_WITHIN`); ``still_rising`` when the
     last evaluated epoch is the best one by more than that margin over the one before."""
     out = []
-    for key, part in table.groupby(["teacher", "layers", "lr"]):
+    table = table if "method" in table.columns else table.assign(method=LEGACY_METHOD)
+    for key, part in table.groupby(["teacher", "method", "layers", "lr"]):
         means = part.groupby("epoch")["delta"].mean().sort_index()
         best = means.max()
         chosen = int(means[means >= best - CONVERGED_WITHIN].index.min())
         rising = len(means) > 1 and means.iloc[-1] - means.iloc[-2] > CONVERGED_WITHIN
-        out.append({"teacher": key[0], "layers": key[1], "lr": key[2], "epochs": chosen,
+        out.append({"teacher": key[0], "method": key[1], "layers": key[2], "lr": key[3],
+                    "epochs": chosen,
                     "dev_delta": float(means[chosen]), "best_dev_delta": float(best),
                     "max_epoch": int(means.index.max()), "still_rising": bool(rising),
                     "seeds": part["seed"].nunique()})
@@ -166,15 +199,18 @@ def choose_epochs(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def choose_v2(table: pd.DataFrame) -> pd.DataFrame:
-    """The rule: per (teacher, depth), the (lr, epoch) with the largest mean dev Δ over
-    seeds, protocols and directions. Returns one row per (teacher, depth) with the choice,
-    its mean Δ, and the flags ``lr_on_edge`` and ``epoch_on_edge``."""
+    """The rule: per (teacher, objective, depth), the (lr, epoch) with the largest mean dev
+    Δ over seeds, protocols and directions. Returns one row per (teacher, objective,
+    depth) with the choice, its mean Δ, and the flags ``lr_on_edge`` and
+    ``epoch_on_edge``."""
     out = []
-    for (teacher, depth), part in table.groupby(["teacher", "layers"]):
+    table = table if "method" in table.columns else table.assign(method=LEGACY_METHOD)
+    for (teacher, method, depth), part in table.groupby(["teacher", "method", "layers"]):
         means = part.groupby(["lr", "epoch"])["delta"].mean()
         lr, epoch = means.idxmax()
         lrs, epochs = sorted(part["lr"].unique()), sorted(part["epoch"].unique())
-        out.append({"teacher": teacher, "layers": depth, "lr": lr, "epochs": int(epoch),
+        out.append({"teacher": teacher, "method": method, "layers": depth, "lr": lr,
+                    "epochs": int(epoch),
                     "dev_delta": float(means.max()),
                     "lr_on_edge": lr in (lrs[0], lrs[-1]),
                     "epoch_on_edge": epoch == epochs[-1],
@@ -220,9 +256,14 @@ def main_v2(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Design v2: convergence check and sweep")
     parser.add_argument("--design", choices=["v2"])
     parser.add_argument("--teacher", default="me5-small")
+    parser.add_argument("--method", default="optical", choices=sorted(TRAINED_METHODS),
+                        help="the objective swept (default: centred OPTICAL)")
     parser.add_argument("--layers", type=int, nargs="+", default=[2, 3, 6, 12])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=max(EVAL_EPOCHS))
+    parser.add_argument("--eval-epochs", type=int, nargs="+", default=None,
+                        help=f"evaluate after these epochs (default: {EVAL_EPOCHS} up to "
+                             "--epochs)")
     parser.add_argument("--lrs", type=float, nargs="+", default=None,
                         help="learning rates for every depth (default: per-depth grid)")
     parser.add_argument("--lr-factors", type=float, nargs="+", default=None,
@@ -235,7 +276,10 @@ def main_v2(argv: list[str]) -> int:
                         help="validate and list the runs, train nothing")
     args = parser.parse_args(argv)
     lrs = {d: args.lrs for d in args.layers} if args.lrs else None
-    eval_epochs = tuple(e for e in EVAL_EPOCHS if e <= args.epochs)
+    eval_epochs = tuple(e for e in (args.eval_epochs or EVAL_EPOCHS) if e <= args.epochs)
+    if not eval_epochs or max(eval_epochs) != args.epochs:
+        parser.error(f"--eval-epochs must include --epochs ({args.epochs}): the last epoch "
+                     "is where a run counts as finished")
     if args.dry_run:
         from .experiment import DEFAULT_LR
 
@@ -244,14 +288,15 @@ def main_v2(argv: list[str]) -> int:
                                            for f in (args.lr_factors or LR_FACTORS)]
             for lr in grid:
                 validate(ExperimentConfig.from_parameters(
-                    design="v2", layers=depth, method="optical", teacher=args.teacher,
+                    design="v2", layers=depth, method=args.method, teacher=args.teacher,
                     k_langs=8, draw=TUNING_DRAW, lr=lr, epochs=args.epochs, split="dev"))
-                print(f"{args.teacher} L{depth} lr={lr:.3g} seeds={args.seeds} "
+                print(f"{args.teacher} {args.method} L{depth} lr={lr:.3g} seeds={args.seeds} "
                       f"epochs={args.epochs} evaluated after {list(eval_epochs)}")
         return 0
     table = sweep_v2(args.teacher, args.layers, args.seeds, args.epochs, eval_epochs, lrs,
                      args.device, args.dev_sentences, out=args.out,
-                     lr_factors=tuple(args.lr_factors) if args.lr_factors else None)
+                     lr_factors=tuple(args.lr_factors) if args.lr_factors else None,
+                     method=args.method)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(choose_v2(table).to_string(index=False))

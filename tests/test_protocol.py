@@ -12,7 +12,7 @@ from optical_lib.distill import DistillConfig, Distiller, TeacherStates, distill
 from optical_lib.experiment import ExperimentConfig, validate
 from optical_lib.models import load_encoder
 from optical_lib.retrieval import EmbeddingCache
-from optical_lib.tune import _head, choose_epochs, choose_v2
+from optical_lib.tune import _finished, _head, choose_epochs, choose_v2, read_sweep
 
 
 @pytest.fixture(scope="module")
@@ -243,6 +243,29 @@ def test_tuning_rules_pick_the_interior_best_and_the_converged_epoch():
     assert bool(choice["epoch_on_edge"])
     epochs = choose_epochs(table[table["lr"] == 1e-3]).iloc[0]
     assert epochs["epochs"] == 4 and not epochs["still_rising"]
+
+
+def test_sweep_tables_keep_objectives_apart_and_know_finished_runs(tmp_path):
+    rows = []
+    for method, scale in (("optical", 1.0), ("optical+mse", 2.0)):
+        for lr in (1e-3, 3e-3):
+            for seed, last in ((0, 8), (1, 4)):
+                for epoch in (2, 4, 8):
+                    if epoch <= last:
+                        rows.append({"teacher": "me5-small", "method": method, "layers": 2,
+                                     "lr": lr, "seed": seed, "epoch": epoch,
+                                     "delta": scale * epoch * (1 if lr == 1e-3 else 0.5)})
+    table = pd.DataFrame(rows)
+    choice = choose_v2(table).set_index("method")
+    assert set(choice.index) == {"optical", "optical+mse"}
+    assert choice.loc["optical+mse", "dev_delta"] == 2 * choice.loc["optical", "dev_delta"]
+    assert len(choose_epochs(table)) == 4  # per (teacher, method, depth, lr)
+    finished = _finished(table, 8)
+    assert finished == {("me5-small", m, 2, lr, 0) for m in ("optical", "optical+mse")
+                        for lr in (1e-3, 3e-3)}
+    legacy = tmp_path / "legacy.csv"
+    table[table["method"] == "optical"].drop(columns="method").to_csv(legacy, index=False)
+    assert set(read_sweep(legacy)["method"]) == {"optical"}
 
 
 # ------------------------------------------------------------------ v2 profiles, report
