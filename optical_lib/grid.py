@@ -334,6 +334,35 @@ def record_paths(notebook: Path, input_path: str, output_path: str) -> None:
     nbformat.write(nb, notebook)
 
 
+@functools.cache
+def kernel_manager_class():
+    """The kernel manager papermill starts each setting's kernel with.
+
+    On POSIX the kernel talks over Unix sockets named after its own connection file
+    (``transport="ipc"``) instead of TCP ports on localhost. With TCP, a free port is
+    picked and bound later, and kernels starting at the same moment (Dask workers, a
+    restarted client) can lose that race ("ZMQError: Address already in use") and fail
+    a setting before any of its cells ran."""
+    import uuid
+
+    from jupyter_client.manager import AsyncKernelManager
+    from traitlets import CaselessStrEnum, default
+
+    if os.name != "posix":
+        return AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        @default("ip")
+        def _unique_socket_prefix(self) -> str:
+            # jupyter_client's default is "kernel-ipc" in the working directory when no
+            # connection file is named yet: every kernel would share those sockets
+            return os.path.join(tempfile.gettempdir(), f"optical-kernel-{uuid.uuid4().hex}")
+
+    return IPCKernelManager
+
+
 def run_setting(job: Job) -> dict:
     """Run one setting here, in this process (the same function for every executor).
 
@@ -365,6 +394,7 @@ def run_setting(job: Job) -> dict:
                 with _environ(thread_env(job.threads)):
                     papermill.execute_notebook(
                         str(source), str(target), kernel_name=job.kernel, progress_bar=False,
+                        kernel_manager_class=kernel_manager_class(),
                         parameters={**job.params, "threads": job.threads,
                                     "results_dir": project_path(layout.runs)},
                         cwd=str(PROJECT_ROOT))

@@ -28,8 +28,9 @@ from optical_lib.layout import ResultsLayout, claim_holder
 from optical_lib.paths import PROJECT_ROOT
 
 FAKE_BODY = '''
-import os, time
+import json, os, time
 from pathlib import Path
+from ipykernel.connect import get_connection_info
 from optical_lib.evaluate import RESULT_COLUMNS, write_results
 from optical_lib.experiment import ExperimentConfig
 
@@ -53,7 +54,8 @@ row.update(run_id=config.run_id, profile="offline", task="tatoeba", query_lang="
 write_results([row], Path(results_dir) / config.run_id / "results.json")
 with open(root / "executions.log", "a") as log:
     log.write(f"{config.run_id} {threads} {os.environ.get('OMP_NUM_THREADS')} "
-              f"{os.environ.get('OMP_WAIT_POLICY')} {started:.3f} {time.time():.3f}\\n")
+              f"{os.environ.get('OMP_WAIT_POLICY')} {started:.3f} {time.time():.3f} "
+              f"{json.loads(get_connection_info())['transport']}\\n")
 '''
 
 
@@ -118,6 +120,8 @@ def test_grid_skips_finished_records_failures_and_resumes(tmp_path, fake_templat
     assert meta["output_path"].endswith(f"{ids[0]}.ipynb") and "grid-" not in meta["input_path"]
     # every setting ran with one thread, set in the parameters and the kernel's environment
     assert [r[1:4] for r in executions(results)] == [["1", "1", "PASSIVE"]] * 2
+    # kernels talk over Unix sockets: no TCP port to lose to a kernel starting alongside
+    assert [r[6] for r in executions(results)] == ["ipc"] * 2
     assert (first["threads"] == 1).all()
     assert not list((results / "claims").iterdir())  # claims released
 
