@@ -218,6 +218,32 @@ def choose_v2(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def choose_objective(rows: pd.DataFrame, metric: str = "nDCG@10") -> pd.DataFrame:
+    """The study's objective rule, fixed before the study grid runs: among the trained
+    objectives of the ablation (development languages only), the one with the largest dev
+    Δ ``metric`` averaged over depths, both protocols and both FLORES directions.
+
+    ``rows`` are result rows (``report.load_profile(..., "ablation")``). Returns one row per
+    objective, best first, with its mean dev Δ, the depths it ran at and ``chosen``; raises
+    when an objective lacks a depth another one has (the means would not compare)."""
+    from .protocol import DELTA
+
+    dev = rows[(rows["scope"] == "macro") & (rows["metric"] == DELTA + metric)
+               & (rows["split"] == "dev") & rows["method"].isin(TRAINED_METHODS)]
+    if dev.empty:
+        raise ValueError("no dev Δ rows of trained objectives: has the ablation run?")
+    depths = dev.groupby("method")["layers"].agg(
+        lambda x: ", ".join(str(int(d)) for d in sorted(set(x))))
+    if depths.nunique() > 1:
+        raise ValueError(f"the objectives ran at different depths ({depths.to_dict()}): "
+                         "finish the ablation before choosing")
+    table = (dev.groupby("method")["value"].mean().rename("mean_dev_delta").reset_index()
+             .sort_values("mean_dev_delta", ascending=False, ignore_index=True))
+    table["depths"] = table["method"].map(depths)
+    table["chosen"] = table.index == 0
+    return table
+
+
 def dev_scores(config: ExperimentConfig, student, teacher) -> dict[str, float]:
     """Macro RR@10 on the development languages, per retrieval protocol."""
     tasks = {"dev": [data.tatoeba_task(lang) for lang in data.DEV_LANGS_TATOEBA]}

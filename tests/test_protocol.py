@@ -12,7 +12,7 @@ from optical_lib.distill import DistillConfig, Distiller, TeacherStates, distill
 from optical_lib.experiment import ExperimentConfig, validate
 from optical_lib.models import load_encoder
 from optical_lib.retrieval import EmbeddingCache
-from optical_lib.tune import _finished, _head, choose_epochs, choose_v2, read_sweep
+from optical_lib.tune import _finished, choose_objective, _head, choose_epochs, choose_v2, read_sweep
 
 
 @pytest.fixture(scope="module")
@@ -266,6 +266,27 @@ def test_sweep_tables_keep_objectives_apart_and_know_finished_runs(tmp_path):
     legacy = tmp_path / "legacy.csv"
     table[table["method"] == "optical"].drop(columns="method").to_csv(legacy, index=False)
     assert set(read_sweep(legacy)["method"]) == {"optical"}
+
+
+def test_objective_rule_takes_the_best_mean_dev_delta_over_depths_and_protocols():
+    def row(method, layers, protocol, value, split="dev", metric="delta:nDCG@10"):
+        return {"scope": "macro", "metric": metric, "split": split, "method": method,
+                "layers": layers, "protocol": protocol, "task": "flores-x-eng", "value": value}
+
+    rows = [row(m, n, p, v + 0.01 * n) for m, v in (("optical", 0.2), ("mse", 0.25))
+            for n in (2, 3) for p in ("student", "teacher")]
+    rows += [row("optical", 2, "student", 9.0, split="eval"),  # never judged on evaluation
+             row("mse", 2, "student", 9.0, metric="nDCG@10"),
+             row("none", 2, "student", 9.0)]
+    table = choose_objective(pd.DataFrame(rows))
+    assert table["method"].tolist() == ["mse", "optical"] and table["chosen"].tolist() == [
+        True, False]
+    assert table["mean_dev_delta"].iloc[0] == pytest.approx(0.275)
+    assert table["depths"].iloc[0] == "2, 3"
+    with pytest.raises(ValueError, match="different depths"):
+        choose_objective(pd.DataFrame(rows + [row("mse", 6, "student", 0.3)]))
+    with pytest.raises(ValueError, match="has the ablation run"):
+        choose_objective(pd.DataFrame(rows[-3:]))
 
 
 # ------------------------------------------------------------------ v2 profiles, report
