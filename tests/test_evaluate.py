@@ -431,6 +431,26 @@ def test_read_results_directory_and_per_query_table(tmp_path):
         read_results(tmp_path / "pq", pattern="*.json")
 
 
+def test_per_query_parquet_is_compact_and_reads_back_the_same_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [{"run_id": "v2-x", "task": t, "query_lang": lang, "doc_lang": "eng", "metric": m,
+             "qid": f"{t}-{lang}-q{i}", "protocol": p,
+             "value": float(rng.choice([0.0, 0.387, 0.431, 0.5, 0.631, 1.0]))}
+            for t in ("flores-x-eng", "flores-eng-x") for lang in ("swh", "amh", "yor")
+            for p in ("student", "teacher") for m in ("nDCG@10", "RR@10") for i in range(300)]
+    rng.shuffle(rows)
+    path = write_results(rows, tmp_path / "pq.parquet", columns=PER_QUERY_COLUMNS)
+    back = read_results(path, columns=PER_QUERY_COLUMNS)
+    keys = ["task", "query_lang", "qid", "protocol", "metric"]
+    expected = ev._coerce(pd.DataFrame(rows)[list(back.columns)]).sort_values(
+        keys, ignore_index=True)
+    pd.testing.assert_frame_equal(back.sort_values(keys, ignore_index=True), expected)
+    assert back["protocol"].dtype == expected["protocol"].dtype  # no categoricals leak out
+    plain = tmp_path / "plain.parquet"
+    pd.DataFrame(rows).to_parquet(plain, index=False)
+    assert path.stat().st_size < 0.7 * plain.stat().st_size
+
+
 def test_missing_columns_are_named(tmp_path):
     bad = pd.DataFrame(sample_rows()).drop(columns=["ci_low", "n_queries"])
     with pytest.raises(ValueError, match="ci_low, n_queries"):
