@@ -47,6 +47,7 @@ from tqdm import tqdm
 from .layout import atomic_write
 from .models import Encoder, load_encoder, mean_pool
 from .ot import ot_alignment_loss
+from .paths import progress_bars
 
 #: The distillation methods and how the book names them (the one table every module uses).
 METHOD_LABELS: dict[str, str] = {
@@ -443,7 +444,7 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
         dist.student.model.train()
         elapsed = state.history[-1]["wall_s"] if state.history else 0.0
         clock = time.perf_counter()
-        bar = tqdm(total=len(schedule), initial=state.step, disable=not progress,
+        bar = tqdm(total=len(schedule), initial=state.step, disable=not progress_bars(progress),
                    desc=f"{c.method} L{dist.student.layers}", unit="step", mininterval=2.0)
         for step in range(state.step, len(schedule)):
             epoch, idx = schedule[step]

@@ -88,7 +88,7 @@ from tqdm import tqdm
 from .evaluate import read_results, write_results
 from .experiment import ExperimentConfig, validate
 from .layout import ResultsLayout, atomic_copy, atomic_write_json, claim
-from .paths import CACHE_ENV, DATA_ENV, PROJECT_ROOT, cache_dir, data_dir
+from .paths import CACHE_ENV, DATA_ENV, PROGRESS_ENV, PROJECT_ROOT, cache_dir, data_dir
 
 TEMPLATE = PROJECT_ROOT / "notebooks" / "experiment.ipynb"
 QUICK_EVAL = {"eval_xquad": []}
@@ -391,7 +391,7 @@ def run_setting(job: Job) -> dict:
             start = time.perf_counter()
             error = None
             try:
-                with _environ(thread_env(job.threads)):
+                with _environ({**thread_env(job.threads), PROGRESS_ENV: "0"}):
                     papermill.execute_notebook(
                         str(source), str(target), kernel_name=job.kernel, progress_bar=False,
                         kernel_manager_class=kernel_manager_class(),

@@ -52,7 +52,7 @@ import torch
 from tqdm import tqdm
 
 from .layout import atomic_write, file_lock
-from .paths import cache_dir
+from .paths import cache_dir, progress_bars
 
 ME5_SMALL = "me5-small"
 CONVERTER_VERSION = 2  # bump when the conversion changes; forces a rebuild of the cache
@@ -591,7 +591,7 @@ class Encoder:
         was_training = self.model.training
         self.model.eval()
         with torch.inference_mode():
-            for start in tqdm(range(0, len(texts), batch_size), disable=not show,
+            for start in tqdm(range(0, len(texts), batch_size), disable=not progress_bars(show),
                               desc=f"encode {self.name}", unit="batch"):
                 idx = order[start : start + batch_size]
                 batch = self.tokenize([texts[i] for i in idx], prompt_name, max_length)

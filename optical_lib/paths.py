@@ -18,6 +18,14 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DATA_ENV = "OPTICAL_DATA_DIR"
 CACHE_ENV = "OPTICAL_CACHE_DIR"
+#: Set to 0 to switch the library's progress bars off (the grid does, in every setting's
+#: kernel: each update of a bar would become an output of the published run page).
+PROGRESS_ENV = "OPTICAL_PROGRESS"
+
+
+def progress_bars(wanted: bool = True) -> bool:
+    """Whether to draw a progress bar its caller wants (``$OPTICAL_PROGRESS`` can veto)."""
+    return bool(wanted) and os.environ.get(PROGRESS_ENV, "1").strip() not in ("0", "false")
 
 
 def data_dir(env: dict[str, str] | None = None, project_root: Path | None = None) -> Path:

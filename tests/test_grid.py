@@ -55,7 +55,8 @@ write_results([row], Path(results_dir) / config.run_id / "results.json")
 with open(root / "executions.log", "a") as log:
     log.write(f"{config.run_id} {threads} {os.environ.get('OMP_NUM_THREADS')} "
               f"{os.environ.get('OMP_WAIT_POLICY')} {started:.3f} {time.time():.3f} "
-              f"{json.loads(get_connection_info())['transport']}\\n")
+              f"{json.loads(get_connection_info())['transport']} "
+              f"{os.environ.get('OPTICAL_PROGRESS')}\\n")
 '''
 
 
@@ -122,6 +123,8 @@ def test_grid_skips_finished_records_failures_and_resumes(tmp_path, fake_templat
     assert [r[1:4] for r in executions(results)] == [["1", "1", "PASSIVE"]] * 2
     # kernels talk over Unix sockets: no TCP port to lose to a kernel starting alongside
     assert [r[6] for r in executions(results)] == ["ipc"] * 2
+    # and draw no progress bars (each update would be an output cell of the run page)
+    assert [r[7] for r in executions(results)] == ["0"] * 2
     assert (first["threads"] == 1).all()
     assert not list((results / "claims").iterdir())  # claims released
 

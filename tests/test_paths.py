@@ -87,3 +87,10 @@ def test_real_data_directory_matches_pins(real_data_dir):
     counts = fetch.fetch(real_data_dir, folders=["tatoeba-v1", "xquad-r"], allow_download=False,
                          progress=False)
     assert counts["verified"] > 200
+
+
+def test_progress_bars_can_be_vetoed_from_the_environment(monkeypatch):
+    monkeypatch.delenv(paths.PROGRESS_ENV, raising=False)
+    assert paths.progress_bars(True) and not paths.progress_bars(False)
+    monkeypatch.setenv(paths.PROGRESS_ENV, "0")
+    assert not paths.progress_bars(True)
