@@ -45,6 +45,7 @@ eval_webfaq = []  # webfaq profile only
 device = "cpu"
 epochs: int = None  # None: the design's (v2: chosen by the convergence check)
 lr: float = None  # None: the default for this depth, chosen on development languages
+amp: str = None  # "bf16": bf16 autocast for training and every encoder (None: float32)
 results_dir = "results/runs"  # the runs folder of the results layout
 n_boot = 1000
 threads: int = None  # torch threads (None: torch's default); recorded with the results
@@ -86,7 +87,7 @@ config = ExperimentConfig.from_parameters(
     split=split,
     eval_flores=eval_flores, eval_tatoeba=eval_tatoeba, eval_xquad=eval_xquad,
     train_langs=train_langs, eval_webfaq=eval_webfaq, device=device, epochs=epochs, lr=lr,
-    n_boot=n_boot, threads=threads)
+    amp=amp, n_boot=n_boot, threads=threads)
 validate(config)
 data_digests = verify_data(config)
 apply_threads(config)

@@ -30,6 +30,7 @@ resume, and a tidy history table. Run it from Python (:func:`distill`) or the co
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -93,7 +94,7 @@ class DistillConfig:
     train_embeddings: bool = False
     seed: int = 0
     device: str = "cpu"
-    amp: str | None = None  # "bf16" | "fp16" on CUDA
+    amp: str | None = None  # autocast of the student's forward: "bf16", or "fp16" (CUDA only)
     prompt_name: str = "query"  # the encoders' prompt put before both sides' texts
     checkpoint_every: int = 0
 
@@ -106,6 +107,8 @@ class DistillConfig:
             raise ValueError(f"align_tokens must be 'all' or 'content', got {self.align_tokens!r}")
         if self.amp not in (None, "bf16", "fp16"):
             raise ValueError(f"amp must be None, 'bf16' or 'fp16', got {self.amp!r}")
+        if self.amp == "fp16" and torch.device(self.device).type != "cuda":
+            raise ValueError("amp='fp16' needs a CUDA device; on the CPU use amp='bf16'")
         for name in ("eps", "lr", "batch_size", "epochs", "max_length"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -279,10 +282,10 @@ class Distiller:
 
     def _autocast(self):
         c = self.config
-        if c.amp and torch.device(c.device).type == "cuda":
-            dtype = torch.bfloat16 if c.amp == "bf16" else torch.float16
-            return torch.autocast("cuda", dtype=dtype)
-        return torch.autocast("cpu", enabled=False)
+        if not c.amp:
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if c.amp == "bf16" else torch.float16
+        return torch.autocast(torch.device(c.device).type, dtype=dtype)
 
     def token_mask(self, batch: dict[str, torch.Tensor], side: str) -> torch.Tensor:
         if self.config.align_tokens == "content":

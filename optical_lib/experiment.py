@@ -66,12 +66,13 @@ STUDY_TRAINING = {"method": "optical", "student_layers": 3, "epochs": 3, "batch_
 TRAINING_PARAMETERS = {"layers": "student_layers", "method": "method", "seed": "seed",
                        "device": "device", "epochs": "epochs", "lr": "lr",
                        "batch_size": "batch_size", "eps": "eps",
-                       "sinkhorn_iters": "sinkhorn_iters", "max_length": "max_length"}
+                       "sinkhorn_iters": "sinkhorn_iters", "max_length": "max_length",
+                       "amp": "amp"}
 #: Parameters that only matter when something is trained (left out of a baseline's run id).
 TRAINING_ONLY = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_size", "eps",
                  "sinkhorn_iters", "max_length", "draw", "relatives", "sample")
 #: Parameters a BM25 run leaves out of its id as well (it has no encoder and no seed).
-LEXICAL_FREE = ("model", "layers", "teacher", "seed", "device", "method")
+LEXICAL_FREE = ("model", "layers", "teacher", "seed", "device", "method", "amp")
 #: Design v2's budget (every k of multiway.STUDY_KS divides it).
 V2_BUDGET = multiway.STUDY_BUDGETS[0]
 #: Design v2's training settings per (teacher, depth): learning rate and epochs, chosen
@@ -82,7 +83,7 @@ TUNED_V2: dict[tuple[str, int], dict] = {}
 EXECUTION_FIELDS = ("threads",)
 #: Parameters added after results were published: left out of a run id while they hold
 #: this value, so the ids (and results) of earlier settings stay valid.
-LATER_DEFAULTS = {"sample": "fixed"}
+LATER_DEFAULTS = {"sample": "fixed", "amp": None}
 
 
 def setting_title(layers: int, method: str, k_langs: int | None = None,
@@ -433,6 +434,20 @@ def evaluation_tasks(config: ExperimentConfig) -> dict[str, list[data.RetrievalT
     return {suite: list(tasks.values()) for suite, tasks in suites.items() if tasks}
 
 
+def precision_of(config: ExperimentConfig) -> str:
+    """The forward-pass arithmetic of every encoder of a setting (``amp="bf16"``: bf16
+    autocast for training, the teacher's states and every evaluation, baselines included,
+    so that Δ compares like with like)."""
+    return "bf16" if config.training.amp == "bf16" else "fp32"
+
+
+def with_precision(encoder: Encoder | None, config: ExperimentConfig) -> Encoder | None:
+    """``encoder`` set to the setting's :func:`precision_of` (returned for chaining)."""
+    if encoder is not None and hasattr(encoder, "precision"):
+        encoder.precision = precision_of(config)
+    return encoder
+
+
 def load_teacher(config: ExperimentConfig) -> Encoder:
     """The frozen full-depth teacher of this setting (load once, pass it to the stages)."""
     if config.method == "bm25":
@@ -442,7 +457,7 @@ def load_teacher(config: ExperimentConfig) -> Encoder:
     teacher = load_encoder(config.training.teacher, config.training.teacher_layers,
                            device=config.device)
     teacher.model.requires_grad_(False)
-    return teacher
+    return with_precision(teacher, config)
 
 
 def data_folders(config: ExperimentConfig) -> list[str]:
@@ -562,6 +577,7 @@ def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encode
     (XQuAD-R) once, and pristine encoders' document vectors are kept on disk.
     """
     n_boot = config.n_boot if n_boot is None else n_boot
+    with_precision(student, config)
     if config.design == "v2":
         return _evaluate_v2(config, student, teacher, tasks, n_boot)
     tasks = evaluation_tasks(config) if tasks is None else tasks
@@ -584,7 +600,8 @@ def evaluate_student(config: ExperimentConfig, student: Encoder, teacher: Encode
 def baseline_student(config: ExperimentConfig) -> Encoder:
     """The same-depth un-distilled student: Δ's reference (its vectors come from the
     embedding cache after the first use)."""
-    return load_encoder(config.model, config.layers, device=config.device)
+    return with_precision(load_encoder(config.model, config.layers, device=config.device),
+                          config)
 
 
 def _evaluate_v2(config: ExperimentConfig, student: Encoder | None, teacher: Encoder | None,

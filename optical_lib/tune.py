@@ -149,8 +149,9 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                         table = pd.DataFrame(rows, columns=V2_COLUMNS)
                         atomic_write(out, lambda tmp: table.to_csv(tmp, index=False))
                     mean = pd.DataFrame(rows[-4:])["delta"].mean()
-                    log(f"{teacher_name} {method} L{depth} lr={lr:.2g} seed={seed} epoch={epoch + 1}: "
-                        f"mean dev delta {mean:+.4f} ({train_s:.0f} s training)")
+                    log(f"{teacher_name} {method} L{depth} lr={lr:.2g} seed={seed} "
+                        f"epoch={epoch + 1}: mean dev delta {mean:+.4f} "
+                        f"({train_s:.0f} s training)")
 
                 distill(config.training, sample.pairs, progress=False,
                         student=load_encoder("me5-small", depth, device=device),

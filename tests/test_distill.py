@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
@@ -129,7 +130,16 @@ def test_length_batches_cover_every_pair_once():
     assert batches != length_batches(pairs, 8, seed=3, epoch=1)
 
 
+def test_bf16_autocast_on_the_cpu_follows_the_fp32_run(tokenizer, bitext):
+    fp32 = run(tokenizer, bitext, epochs=1)[2]["loss"]
+    bf16 = run(tokenizer, bitext, epochs=1, amp="bf16")[2]["loss"]
+    assert not np.array_equal(fp32.values, bf16.values)  # computed in bf16 ...
+    np.testing.assert_allclose(bf16.values, fp32.values, rtol=0.05)  # ... on the same path
+
+
 def test_bad_config_is_refused_before_compute():
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        DistillConfig(amp="fp16", device="cpu")
     with pytest.raises(ValueError, match="Unknown method 'ot'"):
         DistillConfig(method="ot")
     with pytest.raises(ValueError, match="eps must be positive"):

@@ -75,6 +75,22 @@ def test_parameters_resolve_to_one_frozen_config():
     assert of(**config.parameters()) == config
 
 
+def test_bf16_is_part_of_what_a_v2_setting_computes():
+    from optical_lib.experiment import precision_of, with_precision
+
+    of = ExperimentConfig.from_parameters
+    for params in ({"layers": 2, "method": "optical+mse"}, {"layers": 2, "method": "none"}):
+        fp32, bf16 = of(design="v2", **params), of(design="v2", amp="bf16", **params)
+        assert fp32.run_id != bf16.run_id  # baselines too: Δ compares like with like
+        assert (precision_of(fp32), precision_of(bf16)) == ("fp32", "bf16")
+    bm25 = of(design="v2", method="bm25")
+    assert bm25.run_id == of(design="v2", method="bm25", amp="bf16").run_id  # no encoder
+    encoder = type("E", (), {"precision": "fp32"})()
+    assert with_precision(encoder, of(design="v2", amp="bf16")).precision == "bf16"
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        of(design="v2", amp="fp16")
+
+
 def committed_profiles() -> list[str]:
     from optical_lib.grid import PROFILES
     from optical_lib.layout import ResultsLayout

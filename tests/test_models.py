@@ -111,6 +111,21 @@ def test_encode_is_order_and_batch_invariant(me5_l12):
     torch.testing.assert_close(single[0], big[4], atol=2e-5, rtol=0)
 
 
+def test_bf16_precision_is_close_to_fp32_and_cached_apart(me5_l12):
+    texts = _lines("swh", 9) + _lines("deu", 9)
+    fp32 = me5_l12.encode(texts)
+    key = me5_l12.embedding_key("query", None)
+    me5_l12.precision = "bf16"
+    bf16 = me5_l12.encode(texts)
+    assert bf16.dtype == torch.float32
+    assert (fp32 * bf16).sum(-1).min() > 0.99  # same vectors up to bf16 rounding
+    assert not torch.equal(fp32, bf16)  # and really computed in bf16
+    assert me5_l12.embedding_key("query", None) == key + "-bf16"  # fp32 keys unchanged
+    me5_l12.precision = "fp16"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        me5_l12.encode(texts)
+
+
 @pytest.mark.slow
 def test_l12_retrieves_tatoeba_deu(me5_l12):
     deu, eng = _lines("deu", 200), _lines("deu", 200, side="eng")

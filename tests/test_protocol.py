@@ -12,7 +12,14 @@ from optical_lib.distill import DistillConfig, Distiller, TeacherStates, distill
 from optical_lib.experiment import ExperimentConfig, validate
 from optical_lib.models import load_encoder
 from optical_lib.retrieval import EmbeddingCache
-from optical_lib.tune import _finished, choose_objective, _head, choose_epochs, choose_v2, read_sweep
+from optical_lib.tune import (
+    _finished,
+    _head,
+    choose_epochs,
+    choose_objective,
+    choose_v2,
+    read_sweep,
+)
 
 
 @pytest.fixture(scope="module")
