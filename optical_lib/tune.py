@@ -49,7 +49,7 @@ LR_FACTORS = (1 / 9, 1 / 3, 1.0, 3.0, 9.0)
 EVAL_EPOCHS = (1, 2, 4, 8, 12, 16, 24)
 #: Columns of the v2 sweep table.
 V2_COLUMNS = ("teacher", "method", "layers", "lr", "seed", "epoch", "task", "protocol",
-              "value", "baseline", "delta", "train_s", "device")
+              "value", "baseline", "delta", "train_s", "device", "precision")
 #: The objective of sweep tables written before the method column existed.
 LEGACY_METHOD = "optical"
 
@@ -60,6 +60,8 @@ def read_sweep(path: str | Path) -> pd.DataFrame:
     table = pd.read_csv(path)
     if "method" not in table.columns:
         table.insert(1, "method", LEGACY_METHOD)
+    if "precision" not in table.columns:
+        table["precision"] = "fp32"
     return table
 
 
@@ -83,13 +85,16 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
              eval_epochs: tuple[int, ...], lrs: dict[int, list[float]] | None = None,
              device: str = "cpu", dev_sentences: int | None = None,
              log=print, out: Path | None = None,
-             lr_factors: tuple[float, ...] = None, method: str = "optical") -> pd.DataFrame:
+             lr_factors: tuple[float, ...] = None, method: str = "optical",
+             amp: str | None = None) -> pd.DataFrame:
     """The v2 convergence check and learning-rate sweep (one row per evaluation).
 
     With ``out``, the table so far is written (atomically) after every evaluation, so a
     sweep cut short keeps what it measured; started again on the same ``out``, it keeps
     the runs that reached the last evaluated epoch and reruns the others from the start
-    (a run's rows are only complete once it has)."""
+    (a run's rows are only complete once it has). ``amp="bf16"`` trains and evaluates in
+    bf16 autocast (the ``precision`` column); rows of another precision in ``out`` are
+    kept as they are and never count as done."""
     from . import multiway, protocol
     from .distill import TeacherStates
     from .experiment import DEFAULT_LR
@@ -98,21 +103,24 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
     suite_list = protocol.suites(flores=multiway.DEV_LANGS_FLORES, tatoeba=(), xquad=())
     if dev_sentences:
         suite_list = [_head(s, dev_sentences) for s in suite_list]
+    precision = "bf16" if amp == "bf16" else "fp32"
     teacher = load_encoder(teacher_name, device=device)
     teacher.model.requires_grad_(False)
+    teacher.precision = precision
     states = TeacherStates()  # one store: every run shares the tuning draw's English side
     cache = EmbeddingCache()
     rows, done = [], set()
     if out is not None and Path(out).exists():
         earlier = read_sweep(out)
-        done = _finished(earlier, max(eval_epochs))
+        done = _finished(earlier[earlier["precision"] == precision], max(eval_epochs))
         keep = earlier.set_index(["teacher", "method", "layers", "lr", "seed"]).index.isin(
-            list(done))
+            list(done)) | (earlier["precision"] != precision).to_numpy()
         rows = earlier[keep].to_dict("records")
         log(f"{out}: keeping {len(done)} finished run(s), {int((~keep).sum())} row(s) of "
             f"unfinished ones dropped")
     for depth in layers:
         base = load_encoder("me5-small", depth, device=device)
+        base.precision = precision
         baseline = {(r["task"], r["protocol"]): r["value"]
                     for r in _dev_macro(base, teacher, suite_list, cache)}
         grid = lrs[depth] if lrs and depth in lrs else [
@@ -125,7 +133,7 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                 config = ExperimentConfig.from_parameters(
                     design="v2", layers=depth, method=method, teacher=teacher_name,
                     k_langs=8, draw=TUNING_DRAW, lr=lr, epochs=epochs, seed=seed,
-                    device=device, split="dev")
+                    device=device, split="dev", amp=amp)
                 validate(config)
                 sample = training_sample(config)
                 clock = {"start": time.perf_counter(), "eval": 0.0}
@@ -143,7 +151,8 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                                      "seed": seed, "epoch": epoch + 1, "task": r["task"],
                                      "protocol": r["protocol"], "value": r["value"],
                                      "baseline": ref, "delta": r["value"] - ref,
-                                     "train_s": train_s, "device": device})
+                                     "train_s": train_s, "device": device,
+                                     "precision": precision})
                     clock["eval"] += time.perf_counter() - t0
                     if out is not None:
                         table = pd.DataFrame(rows, columns=V2_COLUMNS)
@@ -153,8 +162,9 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                         f"epoch={epoch + 1}: mean dev delta {mean:+.4f} "
                         f"({train_s:.0f} s training)")
 
-                distill(config.training, sample.pairs, progress=False,
-                        student=load_encoder("me5-small", depth, device=device),
+                student = load_encoder("me5-small", depth, device=device)
+                student.precision = precision
+                distill(config.training, sample.pairs, progress=False, student=student,
                         teacher=teacher, teacher_states=states, on_epoch=on_epoch)
     return pd.DataFrame(rows, columns=V2_COLUMNS)
 
@@ -296,6 +306,8 @@ def main_v2(argv: list[str]) -> int:
     parser.add_argument("--lr-factors", type=float, nargs="+", default=None,
                         help="per-depth grid: the depth's DEFAULT_LR times these factors")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--amp", choices=["bf16"], default=None,
+                        help="bf16 autocast for training and evaluation (default: float32)")
     parser.add_argument("--dev-sentences", type=int, default=None,
                         help="first N sentences per development language (default: all)")
     parser.add_argument("--out", type=Path, required=True)
@@ -323,7 +335,7 @@ def main_v2(argv: list[str]) -> int:
     table = sweep_v2(args.teacher, args.layers, args.seeds, args.epochs, eval_epochs, lrs,
                      args.device, args.dev_sentences, out=args.out,
                      lr_factors=tuple(args.lr_factors) if args.lr_factors else None,
-                     method=args.method)
+                     method=args.method, amp=args.amp)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(args.out, lambda tmp: table.to_csv(tmp, index=False))
     print(choose_v2(table).to_string(index=False))

@@ -273,6 +273,7 @@ def test_sweep_tables_keep_objectives_apart_and_know_finished_runs(tmp_path):
     legacy = tmp_path / "legacy.csv"
     table[table["method"] == "optical"].drop(columns="method").to_csv(legacy, index=False)
     assert set(read_sweep(legacy)["method"]) == {"optical"}
+    assert set(read_sweep(legacy)["precision"]) == {"fp32"}
 
 
 def test_objective_rule_takes_the_best_mean_dev_delta_over_depths_and_protocols():
