@@ -95,19 +95,95 @@ def gpu_sweep(path: str | Path) -> pd.DataFrame:
     return pd.read_csv(path)
 
 
+def sweep_long(path: str | Path) -> pd.DataFrame:
+    """A tuning table in one long form (teacher, method, layers, lr, seed, epoch, delta,
+    precision, device): a v2 sweep's rows per task and protocol as they are; the partial
+    GPU sweep's per-epoch means over tasks and protocols as one row each (task "mean")."""
+    from .tune import read_sweep
+
+    table = read_sweep(path)
+    if "mean_dev_delta" in table.columns:
+        table = table.rename(columns={"mean_dev_delta": "delta"}).assign(task="mean")
+    return table
+
+
 def sweep_table(sweep: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
-    """Mean dev Δ over seeds per (teacher, depth, lr) at ``epoch`` (default: the last one
-    every seed reached), with the number of seeds behind each value."""
+    """Mean dev Δ over seeds per (teacher, objective, depth, lr) at ``epoch`` (default: the
+    last one every seed reached), with the number of seeds behind each value, and seed 0's
+    value at epoch 8."""
+    sweep = sweep.rename(columns={"mean_dev_delta": "delta"})
+    if "method" not in sweep.columns:
+        sweep = sweep.assign(method="optical")
     out = []
-    for (teacher, depth, lr), part in sweep.groupby(["teacher", "layers", "lr"]):
-        reached = part.groupby("seed")["epoch"].max()
+    for (teacher, method, depth, lr), part in sweep.groupby(
+            ["teacher", "method", "layers", "lr"]):
+        per_epoch = part.groupby(["seed", "epoch"])["delta"].mean().reset_index()
+        reached = per_epoch.groupby("seed")["epoch"].max()
         at = epoch or int(reached.min())
-        here = part[part["epoch"] == at]
-        out.append({"teacher": teacher, "layers": depth, "lr": lr, "epoch": at,
-                    "dev_delta": here["mean_dev_delta"].mean(), "seeds": len(here),
-                    "seed0_epoch8": part[(part["seed"] == 0) & (part["epoch"] == 8)]
-                    ["mean_dev_delta"].mean()})
+        here = per_epoch[per_epoch["epoch"] == at]
+        seed0 = per_epoch[(per_epoch["seed"] == 0) & (per_epoch["epoch"] == 8)]
+        out.append({"teacher": teacher, "method": method, "layers": depth, "lr": lr,
+                    "epoch": at, "dev_delta": here["delta"].mean(), "seeds": len(here),
+                    "seed0_epoch8": seed0["delta"].mean()})
     return pd.DataFrame(out)
+
+
+def sweep_grid(sweep: pd.DataFrame) -> pd.DataFrame:
+    """Mean dev Δ over seeds, protocols and directions per (teacher, objective, depth, lr)
+    and evaluated epoch (one column per epoch), with the seeds behind each row."""
+    per_seed = (sweep.groupby(["teacher", "method", "layers", "lr", "seed", "epoch"])["delta"]
+                .mean().reset_index())
+    wide = per_seed.pivot_table(index=["teacher", "method", "layers", "lr"], columns="epoch",
+                                values="delta", aggfunc="mean")
+    wide.columns = [f"epoch {e}" for e in wide.columns]
+    wide["seeds"] = per_seed.groupby(["teacher", "method", "layers", "lr"])["seed"].nunique()
+    return wide.reset_index()
+
+
+def _collapsed(per_epoch: pd.DataFrame) -> bool:
+    """A learning rate that destroys the student: dev Δ (mean over seeds) below 0 at every
+    evaluated epoch, and the last epoch not better than the first by more than the
+    convergence margin."""
+    from .tune import CONVERGED_WITHIN
+
+    d = per_epoch.sort_values("epoch")["delta"]
+    return bool((d < 0).all() and d.iloc[-1] - d.iloc[0] <= CONVERGED_WITHIN)
+
+
+def tuning_sentences(sweep: pd.DataFrame) -> str:
+    """What a sweep says, as sentences computed from it: per (teacher, objective, depth)
+    the choice of :func:`~optical_lib.tune.choose_v2` with its flags, and the learning rates
+    that collapse (:func:`_collapsed`)."""
+    from .tune import choose_v2
+
+    if sweep.empty:
+        return ""
+    out = []
+    per_seed = (sweep.groupby(["teacher", "method", "layers", "lr", "epoch"])["delta"]
+                .mean().reset_index())
+    for _, row in choose_v2(sweep).iterrows():
+        part = per_seed[(per_seed["teacher"] == row["teacher"])
+                        & (per_seed["method"] == row["method"])
+                        & (per_seed["layers"] == row["layers"])]
+        collapsed = sorted(lr for lr, g in part.groupby("lr") if _collapsed(g))
+        flags = []
+        if row["lr_on_edge"]:
+            flags.append("the learning rate sits on the edge of the grid")
+        if row["epoch_on_edge"]:
+            flags.append("the epoch count is the last one evaluated (not converged)")
+        if row["seeds"] < 2:
+            flags.append("one seed only")
+        text = (f"{TEACHER_NAMES.get(row['teacher'], row['teacher'])} teacher, "
+                f"{METHOD_LABELS.get(row['method'], row['method'])}, L{int(row['layers'])}: "
+                f"the rule picks lr {row['lr']:.2g} and {int(row['epochs'])} epochs "
+                f"(mean dev Δ {row['dev_delta']:+.3f})")
+        text += f"; not settled: {', '.join(flags)}" if flags else "; settled"
+        if collapsed:
+            text += (f". Learning rate{'s' if len(collapsed) > 1 else ''} "
+                     f"{', '.join(f'{lr:.2g}' for lr in collapsed)} collapse (dev Δ below 0 "
+                     "at every evaluated epoch, and not recovering)")
+        out.append(text + ".")
+    return "\n\n".join(out)
 
 
 def convergence_table(table: pd.DataFrame) -> pd.DataFrame:

@@ -211,15 +211,19 @@ def choose_epochs(table: pd.DataFrame) -> pd.DataFrame:
 
 def choose_v2(table: pd.DataFrame) -> pd.DataFrame:
     """The rule: per (teacher, objective, depth), the (lr, epoch) with the largest mean dev
-    Δ over seeds, protocols and directions. Returns one row per (teacher, objective,
+    Δ over seeds, protocols and directions, among the cells that every seed reached. Returns one row per (teacher, objective,
     depth) with the choice, its mean Δ, and the flags ``lr_on_edge`` and
     ``epoch_on_edge``."""
     out = []
     table = table if "method" in table.columns else table.assign(method=LEGACY_METHOD)
     for (teacher, method, depth), part in table.groupby(["teacher", "method", "layers"]):
         means = part.groupby(["lr", "epoch"])["delta"].mean()
+        # a sweep cut short: only (lr, epoch) cells every seed reached compete
+        seeds = part.groupby(["lr", "epoch"])["seed"].nunique()
+        means = means[seeds == seeds.max()]
         lr, epoch = means.idxmax()
-        lrs, epochs = sorted(part["lr"].unique()), sorted(part["epoch"].unique())
+        lrs = sorted(means.index.get_level_values("lr").unique())
+        epochs = sorted(means.index.get_level_values("epoch").unique())
         out.append({"teacher": teacher, "method": method, "layers": depth, "lr": lr,
                     "epochs": int(epoch),
                     "dev_delta": float(means.max()),

@@ -276,6 +276,27 @@ def test_sweep_tables_keep_objectives_apart_and_know_finished_runs(tmp_path):
     assert set(read_sweep(legacy)["precision"]) == {"fp32"}
 
 
+def test_a_sweep_cut_short_is_judged_where_every_seed_got_and_said_so():
+    from optical_lib import report
+
+    rows = []
+    for lr, scale in ((1e-4, 0.5), (1e-3, 1.0), (1e-2, None)):
+        for seed, last in ((0, 8), (1, 4)):
+            for epoch in (1, 2, 4, 8):
+                if epoch <= last:
+                    delta = -0.05 if scale is None else scale * epoch / 100
+                    rows.append({"teacher": "me5-small", "method": "optical+mse", "layers": 2,
+                                 "lr": lr, "seed": seed, "epoch": epoch, "delta": delta})
+    rows.append({**rows[-1], "seed": 0, "epoch": 8, "lr": 1e-4, "delta": 9.0})  # seed 0 only
+    table = pd.DataFrame(rows)
+    choice = choose_v2(table).iloc[0]
+    assert (choice["lr"], choice["epochs"]) == (1e-3, 4)  # epoch 8 had one seed: left out
+    assert bool(choice["epoch_on_edge"]) and not bool(choice["lr_on_edge"])
+    text = report.tuning_sentences(table)
+    assert "lr 0.001 and 4 epochs" in text and "not converged" in text
+    assert "Learning rate 0.01 collapse" in text
+
+
 def test_objective_rule_takes_the_best_mean_dev_delta_over_depths_and_protocols():
     def row(method, layers, protocol, value, split="dev", metric="delta:nDCG@10"):
         return {"scope": "macro", "metric": metric, "split": split, "method": method,
