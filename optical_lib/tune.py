@@ -211,9 +211,9 @@ def choose_epochs(table: pd.DataFrame) -> pd.DataFrame:
 
 def choose_v2(table: pd.DataFrame) -> pd.DataFrame:
     """The rule: per (teacher, objective, depth), the (lr, epoch) with the largest mean dev
-    Δ over seeds, protocols and directions, among the cells that every seed reached. Returns one row per (teacher, objective,
-    depth) with the choice, its mean Δ, and the flags ``lr_on_edge`` and
-    ``epoch_on_edge``."""
+    Δ over seeds, protocols and directions, among the cells that every seed reached.
+    Returns one row per (teacher, objective, depth) with the choice, its mean Δ, and the
+    flags ``lr_on_edge`` and ``epoch_on_edge``."""
     out = []
     table = table if "method" in table.columns else table.assign(method=LEGACY_METHOD)
     for (teacher, method, depth), part in table.groupby(["teacher", "method", "layers"]):
