@@ -90,72 +90,16 @@ if len(student_table):
             glue(key, f"{student_table.loc[system, suite]:.3f}", display=False)
 
 # %% [markdown]
-# ## Tuning v2 and the convergence check
-#
-# The learning rate per depth and teacher is chosen on the six FLORES-200 development
-# languages (lug, mos, knc, ory, shn, ilo; never reported as results) by the mean dev Δ
-# nDCG@10 over both protocols and both directions, with 2 seeds; the rule is `choose_v2` in
-# `optical_lib/tune.py`, fixed before the sweep ran. The sweep ran on a lent H200 GPU with
-# 12–15 sweep processes sharing it and **ran out of device time**: only its logs came back,
-# so the table below holds the per-epoch mean dev Δ of each (depth, learning rate, seed) as
-# far as each got (seed 0 reached epoch 8; seed 1 epoch 2–4). The MiniLM teacher's sweep
-# came back for L12 only.
-
-# %% tags=["remove-input"]
-sweep_path = tuning / "gpu-sweep-partial.csv"
-if sweep_path.exists():
-    sweep = report.gpu_sweep(sweep_path)
-    shown = report.sweep_table(sweep)
-    shown["lr"] = shown["lr"].map(lambda x: f"{x:.2g}")
-    out = table(shown.rename(columns={"dev_delta": "mean dev Δ (both seeds)",
-                                      "seed0_epoch8": "seed 0, epoch 8"}), index=False)
-else:
-    out = Markdown("*The tuning sweep has not run yet.*")
-out
-
-# %% [markdown]
-# Read with care: the sweep is partial. Nine times the v1 learning rate collapses every depth
-# (dev Δ negative and flat: the student loses what the zero-shot model had), three times
-# collapses L2 and L3. At seed 0's epoch 8 the v1 learning rate is the best of the five at
-# each me5-small depth, but averaged over both seeds at the last epoch both reached (4 for
-# L2/L3, 2 for L6) a third of it is ahead for L2 and L6: the choice is not settled, and the
-# study's `TUNED_V2` table stays empty until a complete sweep has run. Dev Δ was still
-# rising at epoch 8. The convergence check below continues the v1 learning rate of L2 (the
-# middle of the sweep's grid) to 16 epochs on the CPU, one seed, all development sentences;
-# L3 and L6 are still to run.
-
-# %% tags=["remove-input"]
-conv_path = tuning / "convergence-me5-small.csv"
-if conv_path.exists():
-    conv = pd.read_csv(conv_path)
-    wide = report.convergence_table(conv)
-    fig = plots.convergence(conv)
-    glue("convergence", fig, display=False)
-    plots.close(fig)
-    out = table(wide.drop(columns=["teacher"]), index=False)
-else:
-    out = Markdown("*The convergence check has not run yet.*")
-out
-
-# %% [markdown]
-# ```{glue:figure} convergence
-# :name: fig-convergence
-#
-# Dev Δ nDCG@10 over training epochs per depth (me5-small teacher, each depth's learning
-# rate, one seed), per protocol and direction.
-# ```
-
-# %% [markdown]
 # ## The objective ablation
 #
-# Per depth: **centred OPTICAL** (the study's method: the cosine cost is centred on the
-# teacher's mean token vector of the batch), **plain OPTICAL** (the paper's cost), **sentence
-# MSE**, and **centred OPTICAL + MSE**, each trained 8 epochs on the same draw (k = 8,
-# 1,984 pairs) with the depth's learning rate, evaluated on the development languages.
-# Collapse diagnostics are computed on the student's sentence vectors of the development
-# languages' FLORES sentences: the mean cosine between distinct sentences (1 when every
-# sentence maps to the same vector) and the effective rank of the matrix of vectors
-# (Roy & Vetterli 2007; 384 at most). The zero-shot rows give the starting point.
+# Per depth: **centred OPTICAL** (the cosine cost is centred on the teacher's mean token
+# vector of the batch), **plain OPTICAL** (the paper's cost), **sentence MSE**, and
+# **centred OPTICAL + MSE**, each trained 8 epochs on the same draw (k = 8, 1,984 pairs) with
+# the depth's v1 learning rate, evaluated on the development languages only. Collapse
+# diagnostics are computed on the student's sentence vectors of the development languages'
+# FLORES sentences: the mean cosine between distinct sentences (1 when every sentence maps to
+# the same vector) and the effective rank of the matrix of vectors (Roy & Vetterli 2007; 384
+# at most). The zero-shot rows give the starting point.
 
 # %% tags=["remove-input"]
 missing_note(ablation_missing, "ablation")
@@ -171,6 +115,159 @@ out
 
 # %% tags=["remove-input"]
 Markdown(report.ablation_sentences(abl) if abl is not None else "")
+
+# %% [markdown]
+# **The study's objective** is chosen from this table by a rule fixed in code before the
+# study grid (`choose_objective` in `optical_lib/tune.py`): the trained objective with the
+# largest dev Δ nDCG@10 averaged over depths, both protocols and both directions. It refuses
+# to choose while an objective lacks a depth.
+
+# %% tags=["remove-input"]
+from optical_lib import tune  # noqa: E402
+
+try:
+    objectives = tune.choose_objective(ablation)
+    objectives["objective"] = objectives["method"].map(report.METHOD_LABELS)
+    best, second = objectives.iloc[0], objectives.iloc[1]
+    lead = best["mean_dev_delta"] - second["mean_dev_delta"]
+    out = Markdown(markdown_table(objectives[["objective", "mean_dev_delta", "depths"]],
+                                  digits=3)
+                   + f"\n\nThe rule picks **{best['objective']}** (mean dev Δ "
+                   f"{best['mean_dev_delta']:+.3f}), {lead:.3f} ahead of "
+                   f"{second['objective']}; the study grid is to train it.")
+except ValueError as exc:
+    objectives = None
+    out = Markdown(f"*No objective is chosen yet: {exc}.*")
+out
+
+# %% [markdown]
+# ## Tuning v2 and the convergence check
+#
+# The learning rate and the number of epochs per depth, teacher and objective are chosen on
+# the six FLORES-200 development languages (lug, mos, knc, ory, shn, ilo; never reported as
+# results) by the mean dev Δ nDCG@10 over both protocols and both directions, with 2 seeds.
+# The rule is `choose_v2` in `optical_lib/tune.py`, fixed before the sweeps ran: the best
+# (learning rate, epochs) cell among those every seed reached, flagged when the learning rate
+# sits on the edge of the grid or the epoch count is the last one evaluated. A learning rate
+# *collapses* when dev Δ stays below 0 at every evaluated epoch without recovering. The grid
+# of learning rates is each depth's v1 value times 1/9, 1/3, 1, 3 and 9.
+#
+# ### Centred OPTICAL: the partial GPU sweep
+#
+# This sweep ran on a lent H200 GPU with 12–15 sweep processes sharing it and **ran out of
+# device time**: only its logs came back, so the table holds the per-epoch mean dev Δ of each
+# (depth, learning rate) as far as both seeds got; seed 0 went further, and its epoch-8
+# column stands on one seed. The MiniLM teacher's sweep came back for L12 only.
+
+# %% tags=["remove-input"]
+
+
+def sweep_shown(sweep):
+    shown = report.sweep_grid(sweep)
+    shown["objective"] = shown["method"].map(report.METHOD_LABELS)
+    shown["lr"] = shown["lr"].map(lambda x: f"{x:.2g}")
+    shown["teacher"] = shown["teacher"].map(report.TEACHER_NAMES)
+    first = ["teacher", "objective", "layers", "lr"]
+    return shown[first + [c for c in shown.columns if c not in first + ["method"]]]
+
+
+sweep_path = tuning / "gpu-sweep-partial.csv"
+if sweep_path.exists():
+    gpu = report.sweep_long(sweep_path)
+    out = table(sweep_shown(gpu), index=False)
+else:
+    gpu = None
+    out = Markdown("*The tuning sweep has not run yet.*")
+out
+
+# %% tags=["remove-input"]
+Markdown(report.tuning_sentences(gpu) if gpu is not None else "")
+
+# %% [markdown]
+# ### Centred OPTICAL + MSE on the CPU
+#
+# Centred OPTICAL + MSE led the ablation at L2 and L3 when its sweep had to start (the L6
+# rows were still running), so it was swept on this project's 2-core CPU in **bf16
+# autocast** (`--amp bf16`: faster on CPUs with bf16 instructions;
+# `benchmarks/bench_precision.py` measures by how much, and what it costs in accuracy), for
+# the depths and learning rates below, up to 12 epochs. The grid is narrower than centred
+# OPTICAL's (a third of, equal to and three times the v1 rate) because nine times and a ninth
+# were far from the best there; the rule flags a choice on the edge of what ran.
+
+# %% tags=["remove-input"]
+bf16_path = tuning / "sweep-optical-mse-me5-small-bf16.csv"
+if bf16_path.exists():
+    otmse = report.sweep_long(bf16_path)
+    out = table(sweep_shown(otmse), index=False)
+else:
+    otmse = None
+    out = Markdown("*This sweep has not run yet.*")
+out
+
+# %% tags=["remove-input"]
+words = report.tuning_sentences(otmse) if otmse is not None else ""
+if objectives is not None and objectives.iloc[0]["method"] != "optical+mse":
+    words += ("\n\n**The objective rule now picks another objective than the one swept "
+              "here: the study's objective still needs its own sweep.**")
+Markdown(words)
+
+# %% [markdown]
+# **bf16 against float32.** One run of this sweep (L2, a third of the v1 learning rate,
+# seed 0) also ran in float32 before the sweep moved to bf16; the same run in both
+# arithmetics, per evaluated epoch:
+
+# %% tags=["remove-input"]
+fp32_path = tuning / "sweep-optical-mse-me5-small.csv"
+if fp32_path.exists() and otmse is not None:
+    fp32 = report.sweep_long(fp32_path)
+    keys = ["teacher", "method", "layers", "lr", "seed", "epoch"]
+    pair = (fp32.groupby(keys)["delta"].mean().rename("float32").to_frame()
+            .join(otmse.groupby(keys)["delta"].mean().rename("bf16"), how="inner")
+            .reset_index())
+    pair["bf16 - float32"] = pair["bf16"] - pair["float32"]
+    pair["lr"] = pair["lr"].map(lambda x: f"{x:.2g}")
+    out = (table(pair.drop(columns=["teacher", "method"]), index=False) if len(pair)
+           else Markdown("*The bf16 run of this setting has not finished yet.*"))
+else:
+    out = Markdown("*Not both runs are there yet.*")
+out
+
+# %% [markdown]
+# ### Convergence to 16 epochs
+#
+# The convergence check continues the v1 learning rate of L2 (centred OPTICAL, the middle
+# of the sweep's grid) to 16 epochs on the CPU, one seed, all development sentences. The
+# convergence rule (`choose_epochs`) takes the fewest evaluated epochs within 0.01 of the
+# best.
+
+# %% tags=["remove-input"]
+conv_path = tuning / "convergence-me5-small.csv"
+if conv_path.exists():
+    conv = pd.read_csv(conv_path)
+    wide = report.convergence_table(conv)
+    fig = plots.convergence(conv)
+    glue("convergence", fig, display=False)
+    plots.close(fig)
+    chosen = tune.choose_epochs(conv)
+    words = "; ".join(
+        f"{report.METHOD_LABELS.get(r['method'], r['method'])} L{int(r['layers'])} at lr "
+        f"{r['lr']:.2g}: {int(r['epochs'])} epochs (dev Δ {r['dev_delta']:+.3f}, best "
+        f"{r['best_dev_delta']:+.3f} after {int(r['max_epoch'])} evaluated)"
+        + (", still rising" if r["still_rising"] else "")
+        for _, r in chosen.iterrows())
+    out = Markdown(markdown_table(wide.drop(columns=["teacher"]), digits=3)
+                   + f"\n\nThe convergence rule: {words}.")
+else:
+    out = Markdown("*The convergence check has not run yet.*")
+out
+
+# %% [markdown]
+# ```{glue:figure} convergence
+# :name: fig-convergence
+#
+# Dev Δ nDCG@10 over training epochs per depth (me5-small teacher, each depth's learning
+# rate, one seed), per protocol and direction.
+# ```
 
 # %% [markdown]
 # ## The learning curve
