@@ -65,6 +65,7 @@ bench: $(STAMP) ## speed benchmarks: OT, search, encoding, training (prints rati
 	$(PY) benchmarks/bench_retrieval.py --encode --json benchmarks/out/retrieval.json
 	$(PY) benchmarks/bench_train.py --json benchmarks/out/train.json
 	$(PY) benchmarks/bench_caching.py --json benchmarks/out/caching.json
+	$(PY) benchmarks/bench_precision.py --json benchmarks/out/precision.json
 
 study: data model ## everything on a fresh machine: data, model, the grid of PROFILE (default: the published medium), analysis, book
 	@echo "make study: profile $(PROFILE) (finished settings are reused; PROFILE=quick for the small subset)"
