@@ -195,9 +195,9 @@ Markdown(report.tuning_sentences(gpu) if gpu is not None else "")
 # were far from the best there; the rule flags a choice on the edge of what ran.
 
 # %% tags=["remove-input"]
-bf16_path = tuning / "sweep-optical-mse-me5-small-bf16.csv"
-if bf16_path.exists():
-    otmse = report.sweep_long(bf16_path)
+bf16_paths = sorted(tuning.glob("sweep-optical-mse-me5-small-bf16*.csv"))  # one per process
+if bf16_paths:
+    otmse = pd.concat([report.sweep_long(p) for p in bf16_paths], ignore_index=True)
     out = table(sweep_shown(otmse), index=False)
 else:
     otmse = None

@@ -75,10 +75,25 @@ TRAINING_ONLY = ("k_langs", "budget", "train_langs", "epochs", "lr", "batch_size
 LEXICAL_FREE = ("model", "layers", "teacher", "seed", "device", "method", "amp")
 #: Design v2's budget (every k of multiway.STUDY_KS divides it).
 V2_BUDGET = multiway.STUDY_BUDGETS[0]
-#: Design v2's training settings per (teacher, depth): learning rate and epochs, chosen
-#: on the development languages by ``python -m optical_lib.tune`` (book: method page).
-#: Depths or teachers not in the table fall back to DEFAULT_LR and 3 epochs.
-TUNED_V2: dict[tuple[str, int], dict] = {}
+#: Design v2's tuned training settings: ``results/tuning-v2/chosen.json``, written by
+#: ``python -m optical_lib.tune --choose`` from the committed sweeps by the tuning rule
+#: (a test checks the file against the rule). Where it has no settled choice for a
+#: (teacher, objective, depth), v2 falls back to DEFAULT_LR and 3 epochs.
+TUNED_V2_FILE = "chosen.json"
+
+
+@functools.cache
+def _tuned_v2() -> dict[tuple[str, str, int], dict]:
+    path = ResultsLayout().tuning_v2 / TUNED_V2_FILE
+    if not path.exists():
+        return {}
+    rows = json.loads(path.read_text())["choices"]
+    return {(r["teacher"], r["method"], int(r["layers"])): r for r in rows if r["used"]}
+
+
+def tuned_v2(teacher: str, method: str, layers: int) -> dict:
+    """The tuning rule's settled choice (``lr``, ``epochs``) for a v2 setting, or {}."""
+    return dict(_tuned_v2().get((teacher, method, int(layers)), {}))
 #: Parameters that say how a setting is computed, not what: left out of every run id.
 EXECUTION_FIELDS = ("threads",)
 #: Parameters added after results were published: left out of a run id while they hold
@@ -176,6 +191,7 @@ class ExperimentConfig:
             raise ValueError(f"Unknown parameter(s) {unknown} for an experiment setting "
                              f"(valid: {', '.join(sorted(names | set(TRAINING_PARAMETERS)))})")
         params = {k: v for k, v in params.items() if v is not None}
+        given = set(params)  # before the training parameters move into ``training``
         training = dict(STUDY_TRAINING)
         training.update({TRAINING_PARAMETERS[k]: params.pop(k)
                          for k in list(params) if k in TRAINING_PARAMETERS})
@@ -187,12 +203,12 @@ class ExperimentConfig:
         teacher = params.get("teacher", ME5_SMALL)
         if teacher not in TEACHERS:
             raise ValueError(f"Unknown teacher {teacher!r} (choose from {', '.join(TEACHERS)})")
-        if model == MINILM and "layers" not in params:
+        if model == MINILM and "layers" not in given:
             training["student_layers"] = 6
-        tuned = TUNED_V2.get((teacher, training["student_layers"]), {})
+        tuned = tuned_v2(teacher, training.get("method", "optical"), training["student_layers"])
         training.setdefault("lr", tuned.get("lr", DEFAULT_LR.get(training["student_layers"],
                                                                   5e-5)))
-        if "epochs" not in params and "epochs" in tuned:
+        if "epochs" not in given and "epochs" in tuned:
             training["epochs"] = tuned["epochs"]
         params.setdefault("budget", V2_BUDGET)
         params.setdefault("eval_tatoeba", multiway.EVAL_LANGS_TATOEBA_V2)

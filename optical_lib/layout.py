@@ -168,6 +168,11 @@ class ResultsLayout:
     def tuning(self) -> Path:
         return self.root / "tuning.csv"
 
+    @property
+    def tuning_v2(self) -> Path:
+        """Design v2's sweeps, convergence checks and the rule's choice (``chosen.json``)."""
+        return self.root / "tuning-v2"
+
 
 class ClaimHeld(RuntimeError):
     """Another live process holds the claim (``.holder`` says who)."""

@@ -38,7 +38,7 @@ from .experiment import (
     training_sample,
     validate,
 )
-from .layout import ResultsLayout, atomic_write
+from .layout import ResultsLayout, atomic_write, atomic_write_json
 from .models import load_encoder
 
 #: The language draw of the tuning runs: not one of the study's draws (0, 1, ...).
@@ -259,6 +259,42 @@ def choose_objective(rows: pd.DataFrame, metric: str = "nDCG@10") -> pd.DataFram
     return table
 
 
+#: The arithmetic the study's settings run in, and so the sweeps their tuning reads.
+STUDY_PRECISION = "bf16"
+
+
+def study_choice(results_dir: str | Path = "results",
+                 precision: str = STUDY_PRECISION) -> dict:
+    """The tuning rule applied to the committed sweeps of the study's objective.
+
+    The objective is :func:`choose_objective` on the ablation profile; its rows of every
+    ``tuning-v2/sweep-*.csv`` in ``precision`` go through :func:`choose_v2`. A choice is
+    ``used`` by the study's settings when its learning rate is not on the edge of the grid
+    and at least two seeds stand behind it (an epoch count at the last evaluated epoch is
+    used as well, and stays flagged). Returns the record ``--choose`` writes."""
+    from .report import load_profile
+
+    results_dir = Path(results_dir)
+    rows, missing = load_profile(results_dir, "ablation")
+    if missing:
+        raise ValueError(f"the ablation is not finished ({len(missing)} settings missing): "
+                         "the study's objective is chosen on all of it")
+    method = choose_objective(rows).iloc[0]["method"]
+    paths = sorted((results_dir / "tuning-v2").glob("sweep-*.csv"))
+    sweep = pd.concat([read_sweep(p) for p in paths], ignore_index=True) if paths else None
+    if sweep is not None:
+        sweep = sweep[(sweep["method"] == method) & (sweep["precision"] == precision)]
+    if sweep is None or sweep.empty:
+        raise ValueError(f"no {precision} sweep of the study's objective {method!r} in "
+                         f"{results_dir / 'tuning-v2'}")
+    choice = choose_v2(sweep)
+    choice["used"] = ~choice["lr_on_edge"] & (choice["seeds"] >= 2)
+    return {"objective": method, "precision": precision,
+            "sweeps": [p.name for p in paths],
+            "choices": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+                        for r in choice.to_dict("records")]}
+
+
 def dev_scores(config: ExperimentConfig, student, teacher) -> dict[str, float]:
     """Macro RR@10 on the development languages, per retrieval protocol."""
     tasks = {"dev": [data.tatoeba_task(lang) for lang in data.DEV_LANGS_TATOEBA]}
@@ -346,8 +382,27 @@ def main_v2(argv: list[str]) -> int:
     return 0
 
 
+def main_choose(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Write the tuning rule's choice")
+    parser.add_argument("--choose", action="store_true")
+    parser.add_argument("--results", type=Path, default=ResultsLayout().root)
+    args = parser.parse_args(argv)
+    try:
+        record = study_choice(args.results)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = ResultsLayout(args.results).tuning_v2 / "chosen.json"
+    atomic_write_json(out, record)
+    print(pd.DataFrame(record["choices"]).to_string(index=False))
+    print(f"objective {record['objective']}, {record['precision']}; written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if "--choose" in argv:
+        return main_choose(argv)
     if "--design" in argv:
         return main_v2(argv)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

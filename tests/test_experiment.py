@@ -91,6 +91,41 @@ def test_bf16_is_part_of_what_a_v2_setting_computes():
         of(design="v2", amp="fp16")
 
 
+def test_tuned_choices_apply_to_their_objective_unless_a_value_is_given(tmp_path, monkeypatch):
+    from optical_lib import experiment
+    from optical_lib.experiment import DEFAULT_LR
+
+    layout = ResultsLayout(tmp_path / "results", tmp_path / "nb")
+    layout.tuning_v2.mkdir(parents=True)
+    choice = {"teacher": "me5-small", "method": "optical+mse", "layers": 2, "lr": 7e-4,
+              "epochs": 8, "used": True}
+    (layout.tuning_v2 / "chosen.json").write_text(json.dumps({"choices": [
+        choice, {**choice, "layers": 3, "lr": 9e-9, "used": False}]}))
+    monkeypatch.setattr(experiment, "ResultsLayout", lambda: layout)
+    experiment._tuned_v2.cache_clear()
+    try:
+        of = ExperimentConfig.from_parameters
+        tuned = of(design="v2", layers=2, method="optical+mse")
+        assert (tuned.training.lr, tuned.training.epochs) == (7e-4, 8)
+        assert of(design="v2", layers=2, method="optical+mse", epochs=3).training.epochs == 3
+        assert of(design="v2", layers=2, method="optical+mse", lr=1e-3).training.lr == 1e-3
+        unsettled = of(design="v2", layers=3, method="optical+mse")  # not used: defaults
+        assert (unsettled.training.lr, unsettled.training.epochs) == (DEFAULT_LR[3], 3)
+        other = of(design="v2", layers=2, method="optical")  # another objective: defaults
+        assert other.training.lr == DEFAULT_LR[2]
+    finally:
+        experiment._tuned_v2.cache_clear()
+
+
+def test_the_committed_tuning_choice_is_what_the_rule_gives():
+    from optical_lib.tune import study_choice
+
+    path = ResultsLayout().tuning_v2 / "chosen.json"
+    if not path.exists():
+        pytest.skip("no tuning choice committed yet")
+    assert json.loads(path.read_text()) == json.loads(json.dumps(study_choice()))
+
+
 def committed_profiles() -> list[str]:
     from optical_lib.grid import PROFILES
     from optical_lib.layout import ResultsLayout
