@@ -272,7 +272,8 @@ out
 # %% [markdown]
 # ## The learning curve
 #
-# The `curve` profile distils each depth on growing prefixes of the whole shuffled pool
+# The `curve` profile distils each depth with the study's objective (in bf16) on growing
+# prefixes of the whole shuffled pool
 # (NTREX-128 and Tatoeba pairs of the training languages, 1,984 to about 212,000 pairs; pairs
 # whose English side is an evaluation sentence are left out). Unlike the core grid, the
 # English side is **not** held fixed here: more pairs means more English content as well as

@@ -97,6 +97,15 @@ PROFILES = ("smoke", "quick", "medium", "full", "baselines", "ablation", "curve"
 #: reference, and BM25 (the matched baselines every v2 profile shares).
 V2 = {"design": "v2"}
 V2_DEPTHS = (2, 3, 6, 12)
+#: The study's objective: what the objective rule (optical_lib.tune.choose_objective)
+#: picks on the finished ablation profile; a test checks the two agree.
+STUDY_METHOD = "optical+mse"
+#: The arithmetic of the study's trained settings (benchmarks/bench_precision.py).
+STUDY_AMP = "bf16"
+#: Learning-curve budgets: 1,984 pairs (the core grid's), 4x, 16x, and the whole pool.
+CURVE_BUDGETS = (1984, 7936, 31744, 0)
+#: Epochs of a 1,984-pair run where no tuned value exists (the convergence check's choice).
+CURVE_EPOCHS = 12
 EXECUTORS = ("local", "dask")
 SMOKE_EVAL = {"eval_tatoeba": ["swh", "amh"], "eval_xquad": [], "n_boot": 200}
 #: Seconds to wait for an external scheduler to answer.
@@ -144,12 +153,27 @@ def profile_settings(profile: str) -> list[dict]:
                 for n in (2, 3, 6)]
         return zero + trained
     if profile == "curve":
-        # the learning-curve arm: centred OPTICAL per depth on growing prefixes of the whole
-        # shuffled pool (NTREX-128 + Tatoeba; the English side is not held fixed), up to
-        # all of it (budget 0); one draw. Large budgets need a GPU or many CPU-hours.
-        return [{**V2, "layers": n, "method": "optical", "sample": "pool", "draw": 0,
-                 "budget": b} for b in (1984, 7936, 31744, 0) for n in V2_DEPTHS]
+        # the learning-curve arm: the study's objective per depth on growing prefixes of
+        # the whole shuffled pool (NTREX-128 + Tatoeba; the English side is not held
+        # fixed), up to all of it; one draw, bf16. Large budgets need a GPU or many
+        # CPU-hours.
+        return [{**V2, "layers": n, "method": STUDY_METHOD, "sample": "pool", "draw": 0,
+                 "budget": b, "amp": STUDY_AMP, "epochs": curve_epochs(n, b)}
+                for b in CURVE_BUDGETS for n in V2_DEPTHS]
     raise ValueError(f"Unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
+
+
+def curve_epochs(layers: int, budget: int, teacher: str = "me5-small") -> int:
+    """Epochs of a learning-curve run: as many optimiser steps as the depth's tuned
+    1,984-pair run (its tuned epochs, else :data:`CURVE_EPOCHS`), and one pass over the
+    data at least. Larger budgets thus see more distinct pairs for at least the same
+    compute, never the same pairs more often."""
+    from .experiment import V2_BUDGET, tuned_v2
+    from .multiway import WHOLE_POOL, pool_size
+
+    base = tuned_v2(teacher, STUDY_METHOD, layers).get("epochs", CURVE_EPOCHS)
+    size = pool_size() if budget == WHOLE_POOL else budget
+    return max(1, round(base * V2_BUDGET / size))
 
 
 def v2_baselines() -> list[dict]:

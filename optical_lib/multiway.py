@@ -617,6 +617,11 @@ def _pool_pairs(relatives: bool, data_dir: str | None) -> tuple[tuple[BitextPair
     return tuple(keep), n_ntrex, len(keep) - n_ntrex, len(ntrex) + len(tatoeba) - len(keep)
 
 
+def pool_size(relatives: bool = True, data_dir: str | Path | None = None) -> int:
+    """Pairs in the whole learning-curve pool (:func:`sample_pool` with :data:`WHOLE_POOL`)."""
+    return len(_pool_pairs(relatives, None if data_dir is None else str(data_dir))[0])
+
+
 def sample_pool(budget: int, draw: int, relatives: bool = True,
                 data_dir: str | Path | None = None) -> PoolSample:
     """The learning-curve sample: the first ``budget`` pairs (:data:`WHOLE_POOL`: all) of

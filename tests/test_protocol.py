@@ -297,6 +297,28 @@ def test_a_sweep_cut_short_is_judged_where_every_seed_got_and_said_so():
     assert "Learning rate 0.01 collapse" in text
 
 
+def test_the_study_objective_is_the_one_the_rule_picks_on_the_committed_ablation():
+    from optical_lib import grid, report
+
+    rows, missing = report.load_profile("results", "ablation")
+    if missing:
+        pytest.skip(f"the ablation is not finished ({len(missing)} settings)")
+    assert choose_objective(rows).iloc[0]["method"] == grid.STUDY_METHOD
+
+
+def test_learning_curve_runs_take_at_least_the_tuned_steps_and_one_pass():
+    from optical_lib import grid, multiway
+    from optical_lib.experiment import tuned_v2
+
+    epochs = {b: grid.curve_epochs(2, b) for b in grid.CURVE_BUDGETS}
+    tuned = tuned_v2("me5-small", grid.STUDY_METHOD, 2).get("epochs", grid.CURVE_EPOCHS)
+    assert epochs[1984] == tuned
+    for budget, n in epochs.items():
+        size = multiway.pool_size() if budget == multiway.WHOLE_POOL else budget
+        assert n >= 1 and (n * size >= 0.5 * epochs[1984] * 1984)
+    assert epochs[multiway.WHOLE_POOL] == 1
+
+
 def test_objective_rule_takes_the_best_mean_dev_delta_over_depths_and_protocols():
     def row(method, layers, protocol, value, split="dev", metric="delta:nDCG@10"):
         return {"scope": "macro", "metric": metric, "split": split, "method": method,
