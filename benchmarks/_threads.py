@@ -28,3 +28,21 @@ def describe(settings: dict | None = None) -> str:
     env = ", ".join(f"{k}={s[k] if s[k] is not None else 'unset'}" for k in ENV_VARS)
     return (f"# threads: torch {s['torch_threads']} (inter-op {s['torch_interop_threads']}), "
             f"{env}; {s['cpu_count']} cores, {s['affinity']} usable")
+
+
+def add_run_arguments(parser, repeats: int = 3) -> None:
+    """The options every per-run benchmark shares: ``--repeats``, ``--threads``, ``--json``."""
+    from pathlib import Path
+
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+
+
+def start(args) -> dict:
+    """Apply ``--threads``, print the thread settings and return them (for the JSON)."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = thread_settings()
+    print(describe(settings))
+    return settings

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from _threads import describe, thread_settings  # benchmarks/_threads.py
+from _threads import add_run_arguments, start  # benchmarks/_threads.py
 
 from optical_lib import multiway, protocol
 from optical_lib.distill import DistillConfig, TeacherStates, distill
@@ -76,14 +76,9 @@ def main() -> None:
     parser.add_argument("--budget", type=int, default=256)
     parser.add_argument("--sentences", type=int, default=300,
                         help="FLORES-200 sentences per language in the evaluation")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", type=Path, default=None)
+    add_run_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = thread_settings()
-    print(describe(settings))
+    settings = start(args)
     teacher = load_encoder("me5-small")
     suites = [_head(s, args.sentences)
               for s in protocol.suites(flores=("hau", "amh"), tatoeba=(), xquad=())]

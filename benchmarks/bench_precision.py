@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 
 import torch
-from _threads import describe, thread_settings  # benchmarks/_threads.py
+from _threads import add_run_arguments, start  # benchmarks/_threads.py
 
 from optical_lib import multiway, protocol
 from optical_lib.distill import DistillConfig, Distiller, TeacherStates
@@ -98,14 +98,9 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=256)
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--langs", nargs="+", default=list(multiway.DEV_LANGS_FLORES[:2]))
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--json", type=Path, default=None)
+    add_run_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    settings = thread_settings()
-    print(describe(settings))
+    settings = start(args)
     print(f"# cpu bf16 instructions: {cpu_has_bf16()}")
     texts = list(multiway.flores_lines("eng"))[:args.sentences]
     pairs = multiway.sample_fixed_content(8, 1984, 0).pairs[:16 * args.steps]
