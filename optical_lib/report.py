@@ -90,11 +90,6 @@ def baselines_table(rows: pd.DataFrame, protocol: str = "student", teacher: str 
     return table.loc[_order(table.index), columns]
 
 
-def gpu_sweep(path: str | Path) -> pd.DataFrame:
-    """The GPU sweep's table (mean dev Δ over protocols and directions, per seed and epoch)."""
-    return pd.read_csv(path)
-
-
 def sweep_long(path: str | Path) -> pd.DataFrame:
     """A tuning table in one long form (teacher, method, layers, lr, seed, epoch, delta,
     precision, device): a v2 sweep's rows per task and protocol as they are; the partial
@@ -105,27 +100,6 @@ def sweep_long(path: str | Path) -> pd.DataFrame:
     if "mean_dev_delta" in table.columns:
         table = table.rename(columns={"mean_dev_delta": "delta"}).assign(task="mean")
     return table
-
-
-def sweep_table(sweep: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
-    """Mean dev Δ over seeds per (teacher, objective, depth, lr) at ``epoch`` (default: the
-    last one every seed reached), with the number of seeds behind each value, and seed 0's
-    value at epoch 8."""
-    sweep = sweep.rename(columns={"mean_dev_delta": "delta"})
-    if "method" not in sweep.columns:
-        sweep = sweep.assign(method="optical")
-    out = []
-    for (teacher, method, depth, lr), part in sweep.groupby(
-            ["teacher", "method", "layers", "lr"]):
-        per_epoch = part.groupby(["seed", "epoch"])["delta"].mean().reset_index()
-        reached = per_epoch.groupby("seed")["epoch"].max()
-        at = epoch or int(reached.min())
-        here = per_epoch[per_epoch["epoch"] == at]
-        seed0 = per_epoch[(per_epoch["seed"] == 0) & (per_epoch["epoch"] == 8)]
-        out.append({"teacher": teacher, "method": method, "layers": depth, "lr": lr,
-                    "epoch": at, "dev_delta": here["delta"].mean(), "seeds": len(here),
-                    "seed0_epoch8": seed0["delta"].mean()})
-    return pd.DataFrame(out)
 
 
 def sweep_grid(sweep: pd.DataFrame) -> pd.DataFrame:

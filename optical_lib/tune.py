@@ -57,11 +57,18 @@ LEGACY_METHOD = "optical"
 def read_sweep(path: str | Path) -> pd.DataFrame:
     """A v2 sweep table; tables written before the ``method`` column get
     :data:`LEGACY_METHOD` (they all swept centred OPTICAL)."""
-    table = pd.read_csv(path)
-    if "method" not in table.columns:
-        table.insert(1, "method", LEGACY_METHOD)
+    table = _with_method(pd.read_csv(path))
     if "precision" not in table.columns:
         table["precision"] = "fp32"
+    return table
+
+
+def _with_method(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``method`` column (:data:`LEGACY_METHOD` where it had none)."""
+    if "method" in table.columns:
+        return table
+    table = table.copy()
+    table.insert(1, "method", LEGACY_METHOD)
     return table
 
 
@@ -195,7 +202,7 @@ def choose_epochs(table: pd.DataFrame) -> pd.DataFrame:
     the convergence rule picks (:data:`CONVERGED_WITHIN`); ``still_rising`` when the
     last evaluated epoch is the best one by more than that margin over the one before."""
     out = []
-    table = table if "method" in table.columns else table.assign(method=LEGACY_METHOD)
+    table = _with_method(table)
     for key, part in table.groupby(["teacher", "method", "layers", "lr"]):
         means = part.groupby("epoch")["delta"].mean().sort_index()
         best = means.max()
@@ -215,7 +222,7 @@ def choose_v2(table: pd.DataFrame) -> pd.DataFrame:
     Returns one row per (teacher, objective, depth) with the choice, its mean Δ, and the
     flags ``lr_on_edge`` and ``epoch_on_edge``."""
     out = []
-    table = table if "method" in table.columns else table.assign(method=LEGACY_METHOD)
+    table = _with_method(table)
     for (teacher, method, depth), part in table.groupby(["teacher", "method", "layers"]):
         means = part.groupby(["lr", "epoch"])["delta"].mean()
         # a sweep cut short: only (lr, epoch) cells every seed reached compete
