@@ -3,15 +3,16 @@
 Profiles (``--profile``):
 
 * ``smoke``: 2 settings on 2 evaluation languages, a CI check that the pipeline runs.
-* ``quick``: the subset that finishes in about 10 minutes on 2 CPU cores (``make study``):
-  students of L = 2 and 6 layers, k in {1, 16, 64} training languages, OPTICAL, seed 0,
-  plus the zero-shot model at L = 2 and 6; Tatoeba evaluation only.
-* ``medium``: the published run (about 40 minutes): L in {2, 3, 6} x k in {1, 4, 16, 64} x
-  OPTICAL x seeds {0, 1}, sentence-MSE at k = 16 (L = 3, 6, seed 0), and the zero-shot
-  model at L in {2, 3, 6, 12}; Tatoeba evaluation only. It contains ``quick``.
-* ``full``: the study of DESIGN.md: L in {2, 3, 6, 12} x k in {1, 2, 4, 8, 16, 32, 64} x
-  {MSE, OPTICAL} x seeds {0, 1, 2}, plus the zero-shot baseline at every L, evaluated on
-  Tatoeba and XQuAD-R.
+* ``medium``: the first published run (design v1, archived): L in {2, 3, 6} x k in
+  {1, 4, 16, 64} x OPTICAL x seeds {0, 1}, sentence-MSE at k = 16 (L = 3, 6, seed 0), and the
+  zero-shot model at L in {2, 3, 6, 12}; Tatoeba evaluation only.
+* ``full``: the study, design v2 (:func:`study_full`): depth {2, 3, 6, 12} x k in {1, 2, 4,
+  8, 16, 64} x 10 language draws with the me5-small teacher at 1,984 pairs, and three arms
+  (512 pairs, "no relatives", the MiniLM teacher) on fewer cells, with their baselines.
+* ``quick``: a slice of ``full`` that runs in minutes (:func:`study_quick`): L2, k in {1, 8},
+  one draw, 512 pairs, FLORES-200 only. It checks the pipeline; it answers nothing.
+* ``baselines``, ``ablation``, ``curve``: design v2's zero-shot baselines (float32), the
+  objective ablation (development languages) and the learning-curve arm.
 
 Usage::
 
@@ -88,6 +89,7 @@ from tqdm import tqdm
 from .evaluate import read_results, write_results
 from .experiment import ExperimentConfig, validate
 from .layout import ResultsLayout, atomic_copy, atomic_write_json, claim
+from .multiway import STUDY_BUDGETS
 from .paths import CACHE_ENV, DATA_ENV, PROGRESS_ENV, PROJECT_ROOT, cache_dir, data_dir
 
 TEMPLATE = PROJECT_ROOT / "notebooks" / "experiment.ipynb"
@@ -106,6 +108,16 @@ STUDY_AMP = "bf16"
 CURVE_BUDGETS = (1984, 7936, 31744, 0)
 #: Epochs of a 1,984-pair run where no tuned value exists (the convergence check's choice).
 CURVE_EPOCHS = 12
+#: Design v2's study grid (``full``): k as a category (32 left out: the budget goes to
+#: draws), language draws per core cell, draws that are also scored on Tatoeba and XQuAD-R.
+STUDY_KS = (1, 2, 4, 8, 16, 64)
+STUDY_DRAWS = 10
+SECONDARY_DRAWS = 2
+#: The study's arms (512 pairs, no relatives, the MiniLM teacher): fewer k, fewer draws.
+ARM_KS = (1, 8, 64)
+ARM_DRAWS = 4
+ARM_DEPTHS = (2, 6)
+SMALL_BUDGET = STUDY_BUDGETS[1]
 EXECUTORS = ("local", "dask")
 SMOKE_EVAL = {"eval_tatoeba": ["swh", "amh"], "eval_xquad": [], "n_boot": 200}
 #: Seconds to wait for an external scheduler to answer.
@@ -123,9 +135,7 @@ def profile_settings(profile: str) -> list[dict]:
              **SMOKE_EVAL},
         ]
     if profile == "quick":
-        base = [{"layers": n, "method": "none", **QUICK_EVAL} for n in (2, 6)]
-        return base + [{"layers": n, "method": "optical", "k_langs": k, "seed": 0, **QUICK_EVAL}
-                       for n, k in itertools.product((2, 6), (1, 16, 64))]
+        return study_quick()
     if profile == "medium":
         base = [{"layers": n, "method": "none", **QUICK_EVAL} for n in (2, 3, 6, 12)]
         optical = [{"layers": n, "method": "optical", "k_langs": k, "seed": s, **QUICK_EVAL}
@@ -134,12 +144,7 @@ def profile_settings(profile: str) -> list[dict]:
                for n in (3, 6)]
         return base + optical + mse
     if profile == "full":
-        base = [{"layers": n, "method": "none"} for n in (2, 3, 6, 12)]
-        return base + [
-            {"layers": n, "method": m, "k_langs": k, "seed": s}
-            for s, n, m, k in itertools.product((0, 1, 2), (2, 3, 6, 12), ("optical", "mse"),
-                                                (1, 2, 4, 8, 16, 32, 64))
-        ]
+        return study_full()
     if profile == "baselines":
         return v2_baselines()
     if profile == "ablation":
@@ -161,6 +166,58 @@ def profile_settings(profile: str) -> list[dict]:
                  "budget": b, "amp": STUDY_AMP, "epochs": curve_epochs(n, b)}
                 for b in CURVE_BUDGETS for n in V2_DEPTHS]
     raise ValueError(f"Unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
+
+
+def study_full(draws: int = STUDY_DRAWS) -> list[dict]:
+    """Design v2's study grid (the ``full`` profile), fixed before it runs.
+
+    * **core**: depth {2, 3, 6, 12} x k in :data:`STUDY_KS` (a category) x ``draws``
+      language draws, the me5-small teacher, the 1,984-pair budget, the study's objective
+      in bf16, the tuned learning rate and epochs. The draws go outermost, so a grid cut
+      short holds every cell at the draws it reached. Only the first
+      :data:`SECONDARY_DRAWS` draws are also evaluated on Tatoeba and XQuAD-R (the
+      "students that retrieve" question, per depth, needs no ten draws per k); every draw
+      is evaluated on FLORES-200, the outcome of the k analysis.
+    * **arms** on :data:`ARM_KS` x :data:`ARM_DRAWS` draws, FLORES-200 only: the 512-pair
+      budget and the "no relatives" pool (depths 2 and 6), the MiniLM teacher (every
+      depth; L12 is not its own teacher there).
+    * the bf16 zero-shot baselines of every depth and teacher, and BM25, first.
+
+    The objective ablation, the tuning sweep, the convergence check and the learning
+    curve are profiles and tables of their own (``ablation``, ``curve``,
+    ``results/tuning-v2``)."""
+    trained = {**V2, "method": STUDY_METHOD, "amp": STUDY_AMP}
+    flores_only = {"eval_tatoeba": [], "eval_xquad": []}
+    core = [{**trained, "layers": n, "k_langs": k, "draw": d, "teacher": "me5-small",
+             **({} if d < SECONDARY_DRAWS else flores_only)}
+            for d in range(draws) for n in V2_DEPTHS for k in STUDY_KS]
+    arms = []
+    for d in range(ARM_DRAWS):
+        arms += [{**trained, "layers": n, "k_langs": k, "draw": d, "teacher": "me5-small",
+                  "budget": SMALL_BUDGET, **flores_only} for n in ARM_DEPTHS for k in ARM_KS]
+        arms += [{**trained, "layers": n, "k_langs": k, "draw": d, "teacher": "me5-small",
+                  "relatives": False, **flores_only} for n in ARM_DEPTHS for k in ARM_KS]
+        arms += [{**trained, "layers": n, "k_langs": k, "draw": d, "teacher": "minilm-l6",
+                  **flores_only} for n in V2_DEPTHS for k in ARM_KS]
+    return study_baselines() + core + arms
+
+
+def study_baselines() -> list[dict]:
+    """:func:`v2_baselines` in the study's arithmetic (BM25 has none)."""
+    return [p if p["method"] == "bm25" else {**p, "amp": STUDY_AMP} for p in v2_baselines()]
+
+
+def study_quick() -> list[dict]:
+    """The ``quick`` profile: a slice of the study that ``make study PROFILE=quick`` runs in
+    minutes on two cores: BM25 and the zero-shot L2, and L2 students at k = 1 and k = 8 on
+    draw 0 with the 512-pair budget, scored on FLORES-200 only. It shows the pipeline end
+    to end; it answers nothing (one draw)."""
+    flores_only = {"eval_tatoeba": [], "eval_xquad": []}
+    base = [p for p in study_baselines()
+            if p["method"] == "bm25" or (p.get("layers"), p.get("teacher")) == (2, "me5-small")]
+    return base + [{**V2, "method": STUDY_METHOD, "amp": STUDY_AMP, "layers": 2,
+                    "k_langs": k, "draw": 0, "teacher": "me5-small", "budget": SMALL_BUDGET,
+                    **flores_only} for k in (1, 8)]
 
 
 def curve_epochs(layers: int, budget: int, teacher: str = "me5-small") -> int:

@@ -240,6 +240,47 @@ def choose_v2(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+#: Seeds a convergence check needs before its epoch count replaces the sweep's.
+CONVERGENCE_SEEDS = 2
+
+
+def with_convergence(choice: pd.DataFrame, conv: pd.DataFrame | None) -> pd.DataFrame:
+    """The sweep's choice with its epoch count settled by the convergence check.
+
+    The check trains at a chosen learning rate for longer than the sweep (its own, longer
+    schedule) and evaluates on the way. Where its runs that reached their last evaluated
+    epoch cover :data:`CONVERGENCE_SEEDS` seeds at the choice's (teacher, objective,
+    depth, lr), the epoch count becomes :func:`choose_epochs` on them (the fewest
+    evaluated epochs within :data:`CONVERGED_WITHIN` of the best) and ``epoch_on_edge``
+    becomes "still rising at the check's last epoch"; ``epochs_from`` says which applied,
+    ``check_epochs`` how far the check went."""
+    choice = choice.copy()
+    choice["epochs_from"] = "sweep"
+    choice["check_epochs"] = 0
+    if conv is None or conv.empty:
+        return choice
+    conv = _with_method(conv)
+    for i, row in choice.iterrows():
+        part = conv[(conv["teacher"] == row["teacher"]) & (conv["method"] == row["method"])
+                    & (conv["layers"] == row["layers"])
+                    & ((conv["lr"] - row["lr"]).abs() <= 1e-9 * row["lr"])]
+        if part.empty:
+            continue
+        last = part.groupby("seed")["epoch"].max()
+        done = last[last == last.max()].index
+        if len(done) < CONVERGENCE_SEEDS:
+            continue
+        epochs = choose_epochs(part[part["seed"].isin(done)]).iloc[0]
+        choice.loc[i, ["epochs", "dev_delta", "epoch_on_edge", "epochs_from",
+                       "check_epochs"]] = [int(epochs["epochs"]), epochs["dev_delta"],
+                                           bool(epochs["still_rising"]), "convergence",
+                                           int(epochs["max_epoch"])]
+    choice["epochs"] = choice["epochs"].astype(int)
+    choice["check_epochs"] = choice["check_epochs"].astype(int)
+    choice["epoch_on_edge"] = choice["epoch_on_edge"].astype(bool)
+    return choice
+
+
 def choose_objective(rows: pd.DataFrame, metric: str = "nDCG@10") -> pd.DataFrame:
     """The study's objective rule, fixed before the study grid runs: among the trained
     objectives of the ablation (development languages only), the one with the largest dev
@@ -295,9 +336,16 @@ def study_choice(results_dir: str | Path = "results",
         raise ValueError(f"no {precision} sweep of the study's objective {method!r} in "
                          f"{results_dir / 'tuning-v2'}")
     choice = choose_v2(sweep)
+    conv_paths = sorted((results_dir / "tuning-v2").glob("convergence-*.csv"))
+    conv = pd.concat([read_sweep(p) for p in conv_paths], ignore_index=True) \
+        if conv_paths else None
+    if conv is not None:
+        conv = conv[(conv["method"] == method) & (conv["precision"] == precision)]
+    choice = with_convergence(choice, conv)
     choice["used"] = ~choice["lr_on_edge"] & (choice["seeds"] >= 2)
     return {"objective": method, "precision": precision,
             "sweeps": [p.name for p in paths],
+            "convergence": [p.name for p in conv_paths],
             "choices": [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
                         for r in choice.to_dict("records")]}
 

@@ -24,6 +24,7 @@ import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 from optical_lib import grid
+from optical_lib.experiment import validate
 from optical_lib.layout import ResultsLayout, claim_holder
 from optical_lib.paths import PROJECT_ROOT
 
@@ -91,12 +92,29 @@ IDS = [grid.config_of(p).run_id for p in SETTINGS]
 
 def test_profiles_expand_the_design():
     full = grid.profile_settings("full")
-    assert len(full) == 4 + 3 * 4 * 2 * 7
     configs = [grid.config_of(p) for p in full]
+    for config in configs:
+        validate(config)
     assert len({c.run_id for c in configs}) == len(full)
-    quick = {grid.config_of(p).run_id for p in grid.profile_settings("quick")}
+    trained = [c for c in configs if c.method == grid.STUDY_METHOD]
+    core = [c for c in trained if c.teacher == "me5-small" and c.budget == 1984
+            and c.relatives]
+    assert len(core) == 4 * len(grid.STUDY_KS) * grid.STUDY_DRAWS
+    assert {c.training.amp for c in trained} == {"bf16"}
+    # every draw is scored on FLORES-200; only the first ones on Tatoeba and XQuAD-R too
+    assert all(c.eval_flores for c in configs if c.method != "bm25")
+    assert {c.draw for c in core if c.eval_xquad} == set(range(grid.SECONDARY_DRAWS))
+    # a trained setting's baseline is a setting of the profile (same depth, teacher, bf16)
+    zero = {(c.layers, c.teacher, c.training.amp) for c in configs if c.method == "none"}
+    assert {(c.layers, c.teacher, c.training.amp) for c in trained} <= zero
+    arms = [c for c in trained if c not in core]
+    assert {c.budget for c in arms} == {1984, grid.SMALL_BUDGET}
+    assert {c.teacher for c in arms} == {"me5-small", "minilm-l6"}
+    assert not all(c.relatives for c in arms)
+    quick = [grid.config_of(p) for p in grid.profile_settings("quick")]
+    assert {c.run_id for c in quick} <= {c.run_id for c in configs}
     medium = {grid.config_of(p).run_id for p in grid.profile_settings("medium")}
-    assert len(quick) == 8 and len(medium) == 30 and quick <= medium
+    assert len(medium) == 30
     with pytest.raises(ValueError, match="Unknown profile 'huge'"):
         grid.profile_settings("huge")
 
@@ -287,6 +305,7 @@ def test_dask_worker_killed_mid_setting_loses_only_that_setting(tmp_path, monkey
 CLIENT = """
 import sys
 from optical_lib import grid
+from optical_lib.experiment import validate
 grid.profile_settings = lambda profile: {settings!r}
 sys.exit(grid.main(["--profile", "smoke", "--executor", "dask", "--workers", "2",
                     "--threads-per-worker", "1", "--results", {results!r},

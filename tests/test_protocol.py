@@ -297,6 +297,34 @@ def test_a_sweep_cut_short_is_judged_where_every_seed_got_and_said_so():
     assert "Learning rate 0.01 collapse" in text
 
 
+def test_the_convergence_check_settles_the_epochs_only_with_finished_seeds():
+    from optical_lib.tune import with_convergence
+
+    sweep = pd.DataFrame([{"teacher": "me5-small", "method": "optical+mse", "layers": 2,
+                           "lr": 2e-3, "seed": s, "epoch": e, "delta": e / 100}
+                          for s in (0, 1) for e in (4, 8, 12)])
+    choice = choose_v2(sweep)
+    assert choice.iloc[0]["epochs"] == 12 and bool(choice.iloc[0]["epoch_on_edge"])
+
+    def check(curve, seeds=(0, 1), lr=2e-3):
+        return pd.DataFrame([{"teacher": "me5-small", "method": "optical+mse", "layers": 2,
+                              "lr": lr, "seed": s, "epoch": e, "delta": v}
+                             for s in seeds for e, v in curve])
+
+    plateau = [(4, .04), (8, .08), (12, .10), (16, .125), (24, .128)]
+    settled = with_convergence(choice, check(plateau)).iloc[0]
+    assert (settled["epochs"], settled["epochs_from"], settled["check_epochs"]) == \
+        (16, "convergence", 24)
+    assert not settled["epoch_on_edge"] and settled["dev_delta"] == pytest.approx(.125)
+    rising = with_convergence(choice, check([(12, .12), (16, .14), (24, .17)])).iloc[0]
+    assert rising["epochs"] == 24 and rising["epoch_on_edge"]
+    # one seed finished (the other cut short), or another learning rate: the sweep stands
+    cut = pd.concat([check(plateau, seeds=(0,)), check(plateau[:2], seeds=(1,))])
+    for conv in (cut, check(plateau, lr=6e-3), None):
+        kept = with_convergence(choice, conv).iloc[0]
+        assert (kept["epochs"], kept["epochs_from"]) == (12, "sweep")
+
+
 def test_the_study_objective_is_the_one_the_rule_picks_on_the_committed_ablation():
     from optical_lib import grid, report
 
