@@ -87,7 +87,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .evaluate import read_results, write_results
-from .experiment import ExperimentConfig, validate
+from .experiment import DEFAULT_LR, ExperimentConfig, tuned_v2, validate
 from .layout import ResultsLayout, atomic_copy, atomic_write_json, claim
 from .multiway import STUDY_BUDGETS
 from .paths import CACHE_ENV, DATA_ENV, PROGRESS_ENV, PROJECT_ROOT, cache_dir, data_dir
@@ -151,8 +151,9 @@ def profile_settings(profile: str) -> list[dict]:
         # the objective ablation on the development languages (a method choice is never
         # judged on evaluation data): every objective per depth, one draw, k = 8, each
         # depth's learning rate, 8 epochs (the horizon of the GPU sweep)
+        # (the v1 rates, pinned: the tuning of the chosen objective must not move them)
         trained = [{**V2, "layers": n, "method": m, "k_langs": 8, "draw": 0, "split": "dev",
-                    "teacher": "me5-small", "epochs": 8}
+                    "teacher": "me5-small", "epochs": 8, "lr": DEFAULT_LR[n]}
                    for n in (2, 3, 6) for m in ("optical", "optical-plain", "mse", "optical+mse")]
         zero = [{**V2, "layers": n, "method": "none", "split": "dev", "teacher": "me5-small"}
                 for n in (2, 3, 6)]
@@ -225,7 +226,7 @@ def curve_epochs(layers: int, budget: int, teacher: str = "me5-small") -> int:
     1,984-pair run (its tuned epochs, else :data:`CURVE_EPOCHS`), and one pass over the
     data at least. Larger budgets thus see more distinct pairs for at least the same
     compute, never the same pairs more often."""
-    from .experiment import V2_BUDGET, tuned_v2
+    from .experiment import V2_BUDGET
     from .multiway import WHOLE_POOL, pool_size
 
     base = tuned_v2(teacher, STUDY_METHOD, layers).get("epochs", CURVE_EPOCHS)
@@ -284,6 +285,21 @@ def plan(profile: str) -> list[Setting]:
     return settings
 
 
+def untuned(settings: list[Setting]) -> list[str]:
+    """The trained design-v2 settings among ``settings`` whose learning rate is not given
+    and that have no *used* tuning choice (:func:`optical_lib.experiment.tuned_v2`): they
+    would train at a fallback rate for a fallback number of epochs. One line each."""
+    out = []
+    for s in settings:
+        c = s.config
+        if c.design != "v2" or not c.trains or "lr" in s.params:
+            continue
+        if not tuned_v2(c.teacher, c.method, c.training.student_layers):
+            out.append(f"{s.run_id} (L{c.training.student_layers}, {c.teacher} teacher, "
+                       f"{c.method})")
+    return out
+
+
 def select(settings: list[Setting], only: Iterable[str] | None) -> list[Setting]:
     """The settings named by ``only`` (run ids; ``None``: all), in profile order."""
     if only is None:
@@ -292,8 +308,10 @@ def select(settings: list[Setting], only: Iterable[str] | None) -> list[Setting]
     known = {s.run_id for s in settings}
     unknown = [r for r in only if r not in known]
     if unknown:
-        raise ValueError(f"Unknown run id(s) {unknown} for this profile (valid: "
-                         f"{', '.join(s.run_id for s in settings)})")
+        ids = [s.run_id for s in settings]
+        shown = ", ".join(ids[:8]) + (f", ... ({len(ids)} in all; --dry-run lists them)"
+                                       if len(ids) > 8 else "")
+        raise ValueError(f"Unknown run id(s) {unknown} for this profile (valid: {shown})")
     return [s for s in settings if s.run_id in set(only)]
 
 
@@ -643,6 +661,14 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
     status = grid_status(chosen, layout)
     if dry_run:
         return status
+    missing = untuned([s for s in chosen if not layout.is_finished(s.run_id)])
+    if missing:
+        raise ValueError(
+            f"{len(missing)} pending setting(s) would train without a settled tuning choice "
+            f"(results/tuning-v2/chosen.json has none that is used for them): "
+            f"{'; '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}. Run the sweep "
+            "(python -m optical_lib.tune --design v2 ...) and tune --choose first, or pick "
+            "the tuned settings with --only")
     by_id = {s.run_id: s for s in chosen}
     jobs = [Job(s.run_id, s.params, prepare_notebook(Path(template), s, profile),
                 str(layout.root), str(layout.notebooks), profile, threads, kernel,
@@ -740,6 +766,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(status.to_string(index=False))
+    if args.dry_run:
+        layout = ResultsLayout(args.results, args.notebooks)
+        pending = [s for s in select(plan(args.profile), args.only)
+                   if not layout.is_finished(s.run_id)]
+        if missing := untuned(pending):
+            print(f"warning: {len(missing)} pending setting(s) have no settled tuning choice "
+                  "and would be refused: " + "; ".join(missing[:5])
+                  + (" ..." if len(missing) > 5 else ""), file=sys.stderr)
     failed = (status["state"] == "failed").sum()
     if failed:
         path = ResultsLayout(args.results, args.notebooks).failures_file(args.profile)

@@ -187,6 +187,23 @@ def test_only_runs_the_named_settings(tmp_path, fake_template, monkeypatch):
     assert grid.main(["--profile", "smoke", "--only", "nope", "--dry-run"]) == 2
 
 
+def test_untuned_v2_settings_are_refused_before_anything_runs(tmp_path, monkeypatch):
+    trained = {"design": "v2", "layers": 2, "method": "optical+mse", "k_langs": 8,
+               "eval_tatoeba": [], "eval_xquad": []}
+    pinned = {**trained, "k_langs": 4, "lr": 1e-3, "epochs": 2}
+    monkeypatch.setattr(grid, "tuned_v2", lambda *key: {})  # no settled choice
+    monkeypatch.setattr(grid, "profile_settings",
+                        lambda profile: [{"design": "v2", "method": "bm25"}, trained, pinned])
+    settings = grid.plan("x")
+    assert grid.untuned(settings) == [f"{settings[1].run_id} (L2, me5-small teacher, "
+                                      "optical+mse)"]
+    with pytest.raises(ValueError, match="1 pending setting.*without a settled tuning"):
+        grid.run_grid("x", tmp_path / "r", tmp_path / "n", progress=False)
+    assert not (tmp_path / "r" / "runs").exists()  # refused before anything ran
+    monkeypatch.setattr(grid, "tuned_v2", lambda *key: {"lr": 2e-3, "epochs": 12})
+    assert grid.untuned(grid.plan("x")) == []
+
+
 HOLDER = """
 import shutil, sys, time
 from pathlib import Path
