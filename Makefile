@@ -53,8 +53,14 @@ GRID_OPTS := --executor $(EXECUTOR) --threads-per-worker $(THREADS) $(if $(WORKE
 grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=..., EXECUTOR=local|dask, WORKERS=N, THREADS=T, SCHEDULER=addr)
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m optical_lib.grid --profile $(PROFILE) $(GRID_OPTS)
 
-analysis: $(STAMP) ## execute the analysis notebook on results/$(PROFILE) into book/analysis.ipynb
-	$(PY) -m optical_lib.analysis --profile $(PROFILE)
+# the results page (design v2) shows PROFILE when it is a v2 study profile, else full; the
+# archived v1 page shows PROFILE when it is a v1 profile, else medium
+V2_PROFILE = $(if $(filter $(PROFILE),full quick),$(PROFILE),full)
+V1_PROFILE = $(if $(filter $(PROFILE),smoke medium),$(PROFILE),medium)
+
+analysis: $(STAMP) ## execute the book's pages on the results: study (v2), protocol, the archived v1 analysis
+	$(PY) -m optical_lib.study_page --profile $(V2_PROFILE)
+	$(PY) -m optical_lib.analysis --profile $(V1_PROFILE)
 	$(PY) -m optical_lib.report
 
 book: $(STAMP) ## build the Jupyter Book (strict) into _build/html
@@ -67,12 +73,12 @@ bench: $(STAMP) ## speed benchmarks: OT, search, encoding, training (prints rati
 	$(PY) benchmarks/bench_caching.py --json benchmarks/out/caching.json
 	$(PY) benchmarks/bench_precision.py --json benchmarks/out/precision.json
 
-study: data model ## everything on a fresh machine: data, model, the grid of PROFILE (default: the published medium), analysis, book
+study: data model ## everything on a fresh machine: data, model, the grid of PROFILE (default: the published medium; quick: the v2 slice), analysis, book
 	@echo "make study: profile $(PROFILE) (finished settings are reused; PROFILE=quick for the small subset)"
 	$(MAKE) grid PROFILE=$(PROFILE)
 	$(MAKE) analysis PROFILE=$(PROFILE)
 	$(MAKE) book
-	@echo "The book at _build/html/index.html shows the $(PROFILE) profile"
+	@echo "The book at _build/html/index.html: results page $(V2_PROFILE), archived v1 page $(V1_PROFILE)"
 
 lab: $(STAMP) ## install the teach extra (JupyterLab, ipywidgets), open JupyterLab on notebooks/ (LAB_ARGS=...)
 	$(PY) -m pip install -q $(PIP_CONSTRAINT) -e '.[dev,teach]'

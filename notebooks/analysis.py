@@ -14,7 +14,10 @@
 # ---
 
 # %% [markdown]
-# # Results
+# # Version 1 results (archived)
+#
+# The first published run of the study, kept as it was: version 2 (the results page) replaces
+# its design and its answer, and nothing here enters the version 2 analysis.
 #
 # This page reads only the result files of one profile of the grid
 # (`results/<profile>/summary.parquet` and the per-query files of its runs) and recomputes no

@@ -258,7 +258,7 @@ def runs_table(study: Study, metric: str = "RR@10", link_dir: str = "runs") -> p
     return table.drop(columns="_order").reset_index(drop=True)
 
 
-RUNS_PAGE = """# Every run
+RUNS_PAGE = """# Every version 1 run
 
 One executed notebook per setting of the **{profile}** profile, exactly as papermill ran it:
 parameters, the realised training sample, the loss curve, per-language results with 95%

@@ -28,6 +28,8 @@ Estimates (book: Results, "Analysis, version 2")
       (:func:`mde`); :func:`verdict` and :func:`headline` turn the table into sentences.
     * :func:`zero_shot_depth_curve`: the zero-shot models' metric per depth, apart from Δ.
 
+The results page that shows these estimates is built by :mod:`optical_lib.study_page`.
+
 Everything here reads result files (:func:`load_deltas`) and recomputes no metric.
 """
 

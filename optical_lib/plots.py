@@ -287,3 +287,186 @@ def convergence(table: pd.DataFrame) -> plt.Figure:
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+# --------------------------------------------------------------------------- design v2 results
+
+
+def _no_data(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _protocol_title(protocol: str) -> str:
+    from .report import PROTOCOL_LABELS
+
+    return PROTOCOL_LABELS.get(protocol, protocol)
+
+
+def _protocols(df: pd.DataFrame) -> list[str]:
+    found = list(dict.fromkeys(df["protocol"])) if "protocol" in df else []
+    return sorted(found, key=lambda p: (p != "teacher", p)) or ["teacher"]
+
+
+def _ci_bars(ax, x, y, low, high, color) -> None:
+    keep = np.isfinite(np.asarray(low, dtype=float)) & np.isfinite(np.asarray(high, dtype=float))
+    if keep.any():
+        y, low, high = (np.asarray(v, dtype=float)[keep] for v in (y, low, high))
+        ax.errorbar(np.asarray(x, dtype=float)[keep], y,
+                    yerr=[np.clip(y - low, 0, None), np.clip(high - y, 0, None)], fmt="none",
+                    ecolor=color, capsize=2, lw=1)
+
+
+@_styled
+def delta_by_k(cells: pd.DataFrame, runs: pd.DataFrame, metric: str = "nDCG@10",
+               title: str = "", empty: str = "no finished trained run") -> plt.Figure:
+    """Δ by number of training languages k (a category), a line per student depth, one
+    panel per protocol: the cell mean with its 95% CI and one faint point per draw.
+
+    ``cells``: protocol, layers, k_langs, delta, delta_ci_low, delta_ci_high (CIs may be
+    NaN); ``runs``: protocol, layers, k_langs, draw, delta (per run, mean over languages).
+    """
+    protocols = _protocols(cells)
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.8 * len(protocols), 3.6),
+                             squeeze=False, sharey=True)
+    if cells.empty:
+        _no_data(axes[0][0], empty)
+        return fig
+    ks = sorted(int(k) for k in cells["k_langs"].unique())
+    depths = sorted(int(L) for L in cells["layers"].unique())
+    colors = _ordered_colors(depths)
+    width = 0.5 / max(1, len(depths))
+    offset = {L: (i - (len(depths) - 1) / 2) * width for i, L in enumerate(depths)}
+    pos = {k: i for i, k in enumerate(ks)}
+    for ax, protocol in zip(axes[0], protocols, strict=True):
+        for L in depths:
+            c = cells[(cells["protocol"] == protocol) & (cells["layers"] == L)]
+            c = c.sort_values("k_langs")
+            x = np.array([pos[int(k)] for k in c["k_langs"]], dtype=float) + offset[L]
+            r = runs[(runs["protocol"] == protocol) & (runs["layers"] == L)]
+            ax.scatter([pos[int(k)] + offset[L] for k in r["k_langs"]], r["delta"], s=12,
+                       alpha=0.35, color=colors[L], lw=0)
+            ax.plot(x, c["delta"], marker="o", ms=4, color=colors[L], label=f"L{L}")
+            _ci_bars(ax, x, c["delta"], c["delta_ci_low"], c["delta_ci_high"], colors[L])
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set_xticks(range(len(ks)), [str(k) for k in ks])
+        ax.set(xlabel="training languages k (fixed budget)", title=_protocol_title(protocol))
+    axes[0][0].set_ylabel(f"Δ {metric} over zero-shot")
+    axes[0][-1].legend(title="student", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def delta_vs_depth(depths: pd.DataFrame, zero_shot: pd.DataFrame, metric: str = "nDCG@10",
+                   empty: str = "no finished trained run") -> plt.Figure:
+    """Per protocol (columns): the distilled students' Δ per depth, mean over k with its
+    95% CI (top), and the zero-shot model's absolute metric per depth with its run's CI
+    (bottom): what distillation adds next to where each depth starts.
+
+    ``depths``: protocol, layers, delta, ci_low, ci_high; ``zero_shot``: protocol, layers,
+    value, ci_low, ci_high (:func:`optical_lib.analysis_v2.zero_shot_depth_curve`)."""
+    protocols = _protocols(depths if len(depths) else zero_shot)
+    fig, axes = plt.subplots(2, len(protocols), figsize=(4.6 * len(protocols), 5.2),
+                             squeeze=False, sharex=True)
+    levels = sorted({int(x) for x in [*depths.get("layers", []), *zero_shot.get("layers", [])]})
+    pos = {L: i for i, L in enumerate(levels)}
+    for j, protocol in enumerate(protocols):
+        top, bottom = axes[0][j], axes[1][j]
+        d = depths[depths["protocol"] == protocol] if len(depths) else depths
+        if len(d):
+            x = [pos[int(L)] for L in d["layers"]]
+            top.plot(x, d["delta"], marker="o", color=PALETTE[0])
+            _ci_bars(top, x, d["delta"], d["ci_low"], d["ci_high"], PALETTE[0])
+            top.axhline(0, color="0.5", lw=0.8)
+        else:
+            _no_data(top, empty)
+        z = zero_shot[zero_shot["protocol"] == protocol] if len(zero_shot) else zero_shot
+        if len(z):
+            x = [pos[int(L)] for L in z["layers"]]
+            bottom.plot(x, z["value"], marker="s", ls="--", color=METHOD_COLORS["none"])
+            _ci_bars(bottom, x, z["value"], z["ci_low"], z["ci_high"], METHOD_COLORS["none"])
+        else:
+            _no_data(bottom, "no finished zero-shot run")
+        top.set_title(_protocol_title(protocol))
+        if levels:
+            bottom.set_xticks(range(len(levels)), [f"L{L}" for L in levels])
+        bottom.set_xlabel("student depth")
+    axes[0][0].set_ylabel(f"Δ {metric} (mean over k)")
+    axes[1][0].set_ylabel(f"zero-shot {metric}")
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def language_delta_map(lang: pd.DataFrame, metric: str = "nDCG@10",
+                       empty: str = "no finished trained run") -> plt.Figure:
+    """Mean Δ per evaluation language (rows, grouped by language family, the family after
+    the name) and (depth, k) cell (columns), mean over the cell's runs; a diverging scale
+    centred on 0. ``lang``: query_lang, layers, k_langs, delta (one row per run and
+    language: :func:`optical_lib.analysis_v2.language_deltas`)."""
+    from .data import language_families
+
+    if lang.empty:
+        fig, ax = plt.subplots(figsize=(6, 3))
+        _no_data(ax, empty)
+        return fig
+    table = lang.pivot_table(index="query_lang", columns=["layers", "k_langs"],
+                             values="delta", aggfunc="mean")
+    families = language_families(table.index)
+    order = sorted(table.index, key=lambda c: (families[c], c))
+    table = table.loc[order]
+    fig, ax = plt.subplots(figsize=(2.5 + 0.42 * table.shape[1], 1.2 + 0.26 * table.shape[0]))
+    limit = float(np.nanmax(np.abs(table.to_numpy()))) or 1.0
+    sns.heatmap(table, cmap="vlag", center=0, vmin=-limit, vmax=limit, ax=ax,
+                cbar_kws={"label": f"mean Δ {metric}"},
+                xticklabels=[f"L{L} k{k}" for L, k in table.columns],
+                yticklabels=[f"{language_label(c)} · {families[c]}" for c in order])
+    bounds = [i for i in range(1, len(order)) if families[order[i]] != families[order[i - 1]]]
+    for i in bounds:
+        ax.axhline(i, color="white", lw=1.5)
+    depths = [L for L, _ in table.columns]
+    for j in range(1, len(depths)):
+        if depths[j] != depths[j - 1]:
+            ax.axvline(j, color="white", lw=1.5)
+    ax.set(xlabel="student depth L and training languages k", ylabel="")
+    ax.tick_params(axis="x", rotation=90, labelsize=7)
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    return fig
+
+
+@_styled
+def delta_vs_related_share(lang: pd.DataFrame, metric: str = "nDCG@10",
+                           covariate: str = "share_same_family",
+                           empty: str = "no finished trained run") -> plt.Figure:
+    """Per-(run, language) mean Δ against the share of training pairs whose language is in
+    the evaluation language's family, points coloured by depth, with a least-squares line
+    per depth (descriptive); one panel per protocol. ``lang``: protocol, layers, delta and
+    the covariate (:func:`optical_lib.analysis_v2.language_deltas`)."""
+    protocols = _protocols(lang)
+    fig, axes = plt.subplots(1, len(protocols), figsize=(4.6 * len(protocols), 3.6),
+                             squeeze=False, sharey=True)
+    if lang.empty or covariate not in lang.columns:
+        _no_data(axes[0][0], empty if lang.empty else f"no covariate {covariate}")
+        return fig
+    colors = _ordered_colors(lang["layers"].unique())
+    for ax, protocol in zip(axes[0], protocols, strict=True):
+        part = lang[lang["protocol"] == protocol]
+        for L, d in part.groupby("layers", sort=True):
+            x, y = d[covariate].astype(float).to_numpy(), d["delta"].to_numpy()
+            ax.scatter(x, y, s=8, alpha=0.3, color=colors[L], lw=0, label=f"L{int(L)}")
+            if np.unique(x).size > 1:
+                slope, intercept = np.polyfit(x, y, 1)
+                grid = np.array([x.min(), x.max()])
+                ax.plot(grid, intercept + slope * grid, color=colors[L], lw=1.5)
+        ax.axhline(0, color="0.5", lw=0.8)
+        ax.set(xlabel="share of training pairs in the language's family",
+               title=_protocol_title(protocol))
+    axes[0][0].set_ylabel(f"Δ {metric} (run × language)")
+    axes[0][-1].legend(title="student", fontsize=8, markerscale=2)
+    fig.tight_layout()
+    return fig

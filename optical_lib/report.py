@@ -277,3 +277,9 @@ def ablation_sentences(table: pd.DataFrame | None) -> str:
                          f"{c['mean_cos']:.2f}")
             out.append(text + ".")
     return "\n\n".join(out)
+
+
+#: The retrieval protocols as the book names them (:data:`optical_lib.protocol.PROTOCOLS`
+#: says what each one does).
+PROTOCOL_LABELS = {"teacher": "OPTICAL's protocol", "student": "student protocol",
+                   "lexical": "BM25"}

@@ -435,8 +435,10 @@ def test_smoke_profile_end_to_end_into_a_strict_book(smoke_local):
     for page in (PROJECT_ROOT / "book").glob("*.*"):
         if page.suffix in (".md", ".bib") and page.name != "runs.md":
             shutil.copy(page, book / page.name)
-    # the protocol-v2 page and its run pages are committed results the smoke run leaves alone
-    shutil.copy(PROJECT_ROOT / "book" / "protocol.ipynb", book / "protocol.ipynb")
+    # the v2 pages (protocol, results) and their run pages are committed results the smoke
+    # run (a v1 profile) leaves alone
+    for name in ("protocol.ipynb", "study.ipynb"):
+        shutil.copy(PROJECT_ROOT / "book" / name, book / name)
     for page in (PROJECT_ROOT / "book" / "runs").glob("v2-*.ipynb"):
         shutil.copy(page, book / "runs" / page.name)
     execute("smoke", results, book)  # analysis.ipynb, figures/headline.svg, runs.md

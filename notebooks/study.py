@@ -1,0 +1,248 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Results, version 2
+#
+# This page reports the design-v2 grid (the method page describes it): does the number of
+# training languages k matter for a distilled student, and does it matter more than one step of
+# student depth? It reads only the result files of one grid profile
+# (`results/runs/<run_id>/results.json`, `per_query.parquet`, `setting.json`, and the papermill
+# timing of each run notebook) and recomputes no metric. Every number in the text is glued from
+# a computation on this page; the code is `notebooks/study.py`, `optical_lib/study_page.py`
+# and the estimators of `optical_lib/analysis_v2.py`.
+#
+# The outcome is **Δ**: the distilled student's per-query metric minus that of the un-distilled
+# model of the same depth under the same protocol, on the same query. Two protocols: the
+# **student protocol** (the student encodes both sides) and **OPTICAL's protocol** (the student
+# encodes the non-English side, the frozen teacher the English side). The primary slice is
+# FLORES-200 X→eng under OPTICAL's protocol.
+
+# %% tags=["parameters", "remove-cell"]
+results_dir = "results"  # written by python -m optical_lib.grid
+profile = "full"  # the grid profile this page reports
+metric = "nDCG@10"
+n_boot = 1000  # hierarchical-bootstrap replicates
+runs_dir = "book/runs"  # the executed run notebooks: a finished setting has one
+
+# %% tags=["remove-cell"]
+from IPython.display import Markdown
+from myst_nb import glue
+
+from optical_lib import plots
+from optical_lib import study_page as page
+from optical_lib.analysis import markdown_table
+
+inv = page.inventory(results_dir, profile, runs_dir)
+facts = page.status_facts(inv, profile)
+for key, value in facts.items():
+    glue(key, value, display=False)
+glue("study_metric", metric, display=False)
+rows = page.profile_rows(results_dir, inv)
+
+
+def figure(name, fig):
+    """Glue a figure for a numbered, captioned {glue:figure} below, and free it."""
+    glue(name, fig, display=False)
+    plots.close(fig)
+
+
+# %% tags=["remove-input"]
+Markdown({"empty": "**No trained setting of this profile has finished yet.** The sections "
+                   "below say so where they would show estimates, and show the baselines "
+                   "that exist.",
+          "interim": "**Interim.** The core grid is not finished: every estimate below is "
+                     "interim, and the verdict waits for the full grid.",
+          "complete": ""}[facts["study_state"]])
+
+# %% [markdown]
+# ## Status
+#
+# {glue:text}`study_status`. {glue:text}`study_stage` The core is
+# {glue:text}`core_description`. The finished settings took {glue:text}`study_wall_hours`
+# wall-clock hours and {glue:text}`study_cpu_hours` CPU-hours (papermill's duration of each run
+# notebook times its threads; {glue:text}`study_timed` finished runs have a recorded duration),
+# with {glue:text}`study_threads` thread(s) per setting, as recorded in each `setting.json`,
+# which records the device and software ({glue:text}`study_machine`) but no host name; they
+# finished on the dates {glue:text}`study_dates`.
+#
+# A setting is finished when its `results.json` and its executed notebook exist. *Draws
+# complete* counts the language draws finished in every (depth, k) cell of a group: an interim
+# analysis uses those draws only, so that every cell has the same draws.
+
+# %% tags=["remove-input"]
+Markdown(markdown_table(page.status_table(inv),
+                        formats={"wall-hours": ",.2f", "CPU-hours": ",.2f"}))
+
+# %% [markdown]
+# ## Baselines
+#
+# What Δ is measured against: the profile's zero-shot students of each depth (and the teachers
+# encoding both sides), and BM25, macro-averaged over the evaluation languages.
+
+# %% tags=["remove-input"]
+Markdown(page.baselines_markdown(rows, metric))
+
+# %% tags=["remove-cell"]
+slices = {key: page.analyse_slice(results_dir, inv, *key, metric=metric, n_boot=n_boot)
+          for key in page.PAGE_SLICES}
+primary = slices[page.PRIMARY_SLICE]
+verdict_text = page.primary_verdict(primary)
+glue("verdict_primary", verdict_text, display=False)
+glue("headline_primary", page.primary_verdict(primary, headline_only=True), display=False)
+
+# %% [markdown]
+# ## Primary analysis
+#
+# Per slice (task × protocol) of the core grid: the cell means of Δ by student depth L and
+# number of training languages k, each the mean over draws of the mean over evaluation
+# languages of the mean over queries, with 95% percentile intervals of a hierarchical bootstrap
+# that resamples draws, then languages, then queries (the same resample for every cell). The
+# mixed model fits the per-(run, language) mean Δ with depth × k as fixed categories, the
+# covariates of each training sample (share of pairs from the evaluation language's family,
+# number of scripts, share of XLM-R languages) and crossed random intercepts for the draw,
+# the language and language × k; its F tests of k use the between-draw degrees of freedom.
+# The contrasts were fixed before the grid ran: each k against k = 1 (averaged over depths,
+# and per depth), and the best-minus-worst k against one depth step; bootstrap p-values,
+# Holm-adjusted within each family, and the minimal detectable effect (MDE) at 80% power.
+#
+# ### FLORES X→eng, OPTICAL's protocol (primary)
+
+# %% tags=["remove-input"]
+Markdown(page.slice_markdown(primary))
+
+# %% [markdown]
+# **Verdict.** {glue:text}`verdict_primary`
+#
+# ### FLORES X→eng, student protocol
+
+# %% tags=["remove-input"]
+Markdown(page.slice_markdown(slices["flores-x-eng", "student"]))
+
+# %% [markdown]
+# ### FLORES eng→X, OPTICAL's protocol
+
+# %% tags=["remove-input"]
+Markdown(page.slice_markdown(slices["flores-eng-x", "teacher"]))
+
+# %% [markdown]
+# ### FLORES eng→X, student protocol
+
+# %% tags=["remove-input"]
+Markdown(page.slice_markdown(slices["flores-eng-x", "student"]))
+
+# %% tags=["remove-cell"]
+x_eng = [slices["flores-x-eng", p] for p in ("teacher", "student")]
+figure("fig-study-delta-k", plots.delta_by_k(*page.stack_cells(x_eng), metric=metric))
+zero_shot = page.zero_shot_rows(rows, inv, "flores-x-eng", metric)
+figure("fig-study-depth", plots.delta_vs_depth(page.stack_depths(x_eng), zero_shot, metric))
+figure("fig-study-languages", plots.language_delta_map(primary.lang, metric=metric))
+figure("fig-study-share", plots.delta_vs_related_share(page.stack_languages(x_eng),
+                                                       metric=metric))
+
+# %% [markdown]
+# ### Figures
+#
+# All four show FLORES X→eng, the primary task, on the runs the tables above use.
+#
+# ```{glue:figure} fig-study-delta-k
+# :name: fig-study-delta-k
+#
+# Δ {glue:text}`study_metric` by number of training languages k at a fixed budget of pairs, a
+# line per student depth, one panel per protocol: the cell mean with its 95%
+# hierarchical-bootstrap interval (where there is inference), and one faint point per language
+# draw (the run's mean over evaluation languages). {glue:text}`study_stage`
+# ```
+#
+# ```{glue:figure} fig-study-depth
+# :name: fig-study-depth
+#
+# Top: Δ {glue:text}`study_metric` per student depth, the mean over k with its 95% interval.
+# Bottom: the zero-shot model's own {glue:text}`study_metric` per depth (its run's interval,
+# queries and languages resampled), the starting point Δ is measured from.
+# {glue:text}`study_stage`
+# ```
+#
+# ```{glue:figure} fig-study-languages
+# :name: fig-study-languages
+#
+# Mean Δ {glue:text}`study_metric` per evaluation language (rows, grouped by language family)
+# and (depth, k) cell, OPTICAL's protocol; each cell the mean over its draws.
+# {glue:text}`study_stage`
+# ```
+#
+# ```{glue:figure} fig-study-share
+# :name: fig-study-share
+#
+# Per run and evaluation language: mean Δ {glue:text}`study_metric` against the share of the
+# run's training pairs in a language of the evaluation language's family, with a
+# least-squares line per depth; descriptive, the mixed model holds this covariate.
+# {glue:text}`study_stage`
+# ```
+
+# %% tags=["remove-cell"]
+retrieval = page.retrieval_table(rows, inv, metric)
+glue("retrieval_summary", page.retrieval_sentences(retrieval), display=False)
+
+# %% [markdown]
+# ## Students that retrieve
+#
+# Distillation on bitext teaches a student to match translations; does it still retrieve
+# passages? XQuAD-R: questions in X → English answer sentences (X→eng), and English questions
+# → the same sentences (eng→eng: does the student still work in English?). Per depth: the
+# zero-shot model, the core's distilled students (the draws scored on XQuAD-R; the mean over
+# k of the mean over those draws), the best k cell (the largest per-k mean, with its k: it
+# describes the grid and, read off these same numbers, is an optimistic one), and BM25.
+# {glue:text}`study_stage`
+
+# %% tags=["remove-input"]
+(Markdown(markdown_table(retrieval)) if len(retrieval)
+ else Markdown("No XQuAD-R result of this profile has finished yet."))
+
+# %% [markdown]
+# {glue:text}`retrieval_summary`
+#
+# The share of the teacher's gap a student closes: Δ / (teacher − zero-shot), where the
+# teacher encodes both sides on its own; the mean over the core's runs per suite, protocol and
+# depth (empty where the teacher's margin over the zero-shot model is below 0.05, or nothing
+# finished).
+
+# %% tags=["remove-input"]
+gaps = page.gap_table(rows, inv, metric)
+Markdown(markdown_table(gaps) if len(gaps)
+         else "No share can be computed yet: it needs a finished student and the teacher's "
+         "own run.")
+
+# %% tags=["remove-cell"]
+arm_results = [page.analyse_arm(results_dir, inv, arm, metric=metric, n_boot=n_boot)
+               for arm in page.arms(inv)]
+for arm in arm_results:
+    glue(f"arm-{page.slug(arm.arm)}-difference", arm.mean_difference or "none yet",
+         display=False)
+
+# %% [markdown]
+# ## Arms
+#
+# Each arm changes one thing of the core on fewer cells and draws: the 512-pair budget, the
+# training pool without relatives of the evaluation languages, the MiniLM teacher. Per arm, on
+# FLORES X→eng under OPTICAL's protocol: Δ by depth × k (bootstrap intervals where at least two
+# draws are complete in every cell), and the arm minus the core in the students' absolute metric
+# at matched cells (same depth, k and draw; arm and core resampled together). Where arm and core
+# share the zero-shot baseline (every arm but the MiniLM teacher's) that is also the difference
+# in Δ; the MiniLM arm's Δ is measured from a zero-shot model paired with MiniLM's English side.
+
+# %% tags=["remove-input"]
+Markdown("\n\n".join(page.arm_markdown(arm) for arm in arm_results)
+         if arm_results else "This profile has no arms.")

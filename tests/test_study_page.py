@@ -1,0 +1,358 @@
+"""The design-v2 results page (``notebooks/study.py``, :mod:`optical_lib.study_page`
+helpers) on synthetic result folders written by the project's own writers: a small
+profile of fake settings (complete, partial, baselines only), the real ``full`` profile
+partly finished, and the notebook executed on it."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from optical_lib import analysis_v2 as av2
+from optical_lib import grid
+from optical_lib import study_page as page
+from optical_lib.evaluate import macro_rows
+from optical_lib.experiment import run_meta, write_setting
+from optical_lib.layout import ResultsLayout
+from optical_lib.report import gap_share
+
+LANGS = ("hau", "yor", "zul", "amh")
+N_QUERIES = 12
+TASKS = ("flores-x-eng", "flores-eng-x")
+XQUAD = ("xquad-r-x-eng", "xquad-r-eng-eng")
+EFFECT = 0.06  # planted: k = 8 raises Δ by this much
+DEPTH_DELTA = {2: 0.10, 3: 0.07, 6: 0.04, 12: 0.01}
+SECONDS = 1800.0  # every fake run notebook's papermill duration
+THREADS = 2
+TRAINED = {"design": "v2", "method": "optical+mse", "amp": "bf16", "teacher": "me5-small",
+           "eval_tatoeba": [], "eval_xquad": []}
+
+
+def small_profile(draws=(0, 1, 2, 3), arm_draws=(0, 1)) -> list[dict]:
+    """Baselines, a core of depth {2, 3} x k {1, 8} x draws, a 512-pair arm at L2."""
+    base = [{"design": "v2", "method": "bm25"}]
+    base += [{"design": "v2", "method": "none", "layers": L, "teacher": "me5-small",
+              "amp": "bf16"} for L in (2, 3, 12)]
+    core = [{**TRAINED, "layers": L, "k_langs": k, "draw": d,
+             **({"eval_xquad": ["spa"]} if d == 0 else {})}
+            for d in draws for L in (2, 3) for k in (1, 8)]
+    arm = [{**TRAINED, "layers": 2, "k_langs": k, "draw": d, "budget": 512}
+           for d in arm_draws for k in (1, 8)]
+    return base + core + arm
+
+
+def _rng(*key) -> np.random.Generator:
+    return np.random.default_rng(zlib.crc32(repr(key).encode()))
+
+
+def _zero_shot(layers, protocol, teacher, task, lang) -> np.ndarray:
+    """The same-depth zero-shot model's per-query values (shared by every run)."""
+    level = 0.2 + 0.03 * (layers or 0) + (0.1 if protocol == "student" else 0.0)
+    return np.clip(level + _rng(layers, protocol, teacher, task, lang).normal(0, 0.1, N_QUERIES),
+                   0, 1)
+
+
+def _protocols(task: str, config) -> tuple[str, ...]:
+    if config.method == "bm25":
+        return ("lexical",)
+    return ("student",) if task == "xquad-r-eng-eng" else ("student", "teacher")
+
+
+def write_run(layout: ResultsLayout, params: dict, seconds: float = SECONDS) -> str:
+    """One finished fake run: per-query values (and Δ for a trained run), macro result
+    rows, setting.json (experiment.write_setting) and a run notebook with its duration."""
+    config = grid.config_of(params)
+    meta = {**run_meta(config, None), "layers": None if config.method == "bm25"
+            else config.layers}
+    tasks = [*TASKS, *(XQUAD if config.eval_xquad else ())]
+    rows, per_query = [], []
+    for task in tasks:
+        for protocol in _protocols(task, config):
+            values, deltas = {}, {}
+            for lang in LANGS:
+                qids = [f"{task}-{lang}-q{i}" for i in range(N_QUERIES)]
+                base = _zero_shot(meta["layers"], protocol, config.teacher, task, lang)
+                if config.trains:
+                    shift = (DEPTH_DELTA[config.layers] + EFFECT * (config.k_langs == 8)
+                             - 0.02 * (config.budget == 512)
+                             + _rng(config.k_langs, config.draw).normal(0, 0.01))
+                    delta = shift + _rng(config.run_id, task, protocol, lang).normal(
+                        0, 0.05, N_QUERIES)
+                else:
+                    delta = np.zeros(N_QUERIES)
+                value = base + delta
+                values[lang] = {"nDCG@10": dict(zip(qids, value, strict=True))}
+                deltas[lang] = {"delta:nDCG@10": dict(zip(qids, delta, strict=True))}
+                for q, v, b, d in zip(qids, value, base, delta, strict=True):
+                    row = {"run_id": config.run_id, "task": task, "query_lang": lang,
+                           "doc_lang": "eng", "metric": "nDCG@10", "qid": q, "value": v,
+                           "protocol": protocol}
+                    if config.trains:
+                        row.update(baseline=b, delta=d)
+                    per_query.append(row)
+            m = {**meta, "protocol": protocol}
+            rows += macro_rows(m, task, values, n_boot=20)
+            if config.trains:
+                rows += macro_rows(m, task, deltas, n_boot=20)
+    write_setting(config, rows, per_query, None, None, layout,
+                  provenance={"threads": THREADS, "torch": "2.x+cpu",
+                              "date": "2026-12-01T00:00:00+00:00"})
+    layout.notebooks.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nbformat.v4.new_notebook(metadata={"papermill": {"duration": seconds}}),
+                   layout.notebook(config.run_id))
+    return config.run_id
+
+
+def build(tmp_path, settings, keep=lambda p: True):
+    layout = ResultsLayout(tmp_path / "results", tmp_path / "book" / "runs")
+    for params in settings:
+        if keep(params):
+            write_run(layout, params)
+    return layout
+
+
+def stub_covariates(key, lang):
+    """Covariates without the data files (the notebook rebuilds the real ones)."""
+    return {"share_same_family": _rng(key, lang).uniform(),
+            "n_scripts": int(_rng(key).integers(1, 5)), "share_xlmr": _rng(key).uniform()}
+
+
+@pytest.fixture(scope="module")
+def complete(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("complete")
+    settings = small_profile()
+    layout = build(tmp, settings)
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    return layout, settings, inv
+
+
+@pytest.fixture(scope="module")
+def primary(complete):
+    layout, _, inv = complete
+    return page.analyse_slice(layout.root, inv, *page.PRIMARY_SLICE, n_boot=200,
+                             covariates=stub_covariates)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def test_inventory_groups_and_status_counts(tmp_path):
+    settings = small_profile()
+    pending = {grid.config_of(settings[-1]).run_id, grid.config_of(settings[5]).run_id}
+    layout = build(tmp_path, settings, keep=lambda p: grid.config_of(p).run_id not in pending)
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    assert page.groups(inv) == ["core", "512 pairs", "baselines"]
+    assert (inv["group"] == "core").sum() == 16 and (inv["group"] == "baselines").sum() == 4
+    status = page.status_table(inv).set_index("group")
+    assert status.loc["total", "settings"] == len(settings)
+    assert status.loc["total", "pending"] == len(pending)
+    assert status.loc["core", "finished"] == 15 and status.loc["512 pairs", "finished"] == 3
+    # settings[5] is core L2 k = 8 draw 0: draw 0 is incomplete, the others are not
+    assert page.complete_draws(inv, "core") == [1, 2, 3]
+    assert status.loc["core", "draws complete"] == "3 of 4"
+    finished = len(settings) - len(pending)
+    assert status.loc["total", "CPU-hours"] == pytest.approx(finished * SECONDS * THREADS / 3600)
+    assert status.loc["core", "wall-hours"] == pytest.approx(15 * SECONDS / 3600)
+    facts = page.status_facts(inv, "small")
+    assert facts["study_status"].startswith(f"{finished} of {len(settings)} settings")
+    assert facts["study_state"] == "interim" and facts["study_threads"] == str(THREADS)
+    assert facts["core_description"] == ("centred OPTICAL + MSE, me5-small teacher, "
+                                         "1,984 pairs, with relatives, bf16")
+    # a run whose notebook is missing is not finished (the grid reruns it)
+    layout.notebook(inv["run_id"].iloc[0]).unlink()
+    again = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    assert again["finished"].sum() == finished - 1
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def reference_cells(results_root, run_ids, task, protocol, column="delta"):
+    """Mean over runs of the mean over languages of the mean over queries, with pandas
+    from the per-query files."""
+    frames = [pd.read_parquet(results_root / "runs" / r / "per_query.parquet").assign(run=r)
+              for r in run_ids]
+    df = pd.concat(frames)
+    df = df[(df["task"] == task) & (df["protocol"] == protocol) & (df["metric"] == "nDCG@10")]
+    per_run = df.groupby(["run", "query_lang"])[column].mean().groupby("run").mean()
+    return per_run
+
+
+def test_cell_table_is_the_plain_cell_mean_with_the_bootstrap_ci(complete, primary):
+    layout, _, inv = complete
+    assert primary.inference and primary.complete and primary.draws == (0, 1, 2, 3)
+    core = inv[inv["group"] == "core"]
+    per_run = reference_cells(layout.root, core["run_id"], *page.PRIMARY_SLICE)
+    table = page.cell_table(primary)
+    for (L, k), part in core.groupby(["layers", "k_langs"]):
+        mean = per_run.loc[part["run_id"]].mean()
+        column = primary.boot.cells.index[(primary.boot.cells["layers"] == L)
+                                          & (primary.boot.cells["k_langs"] == k)][0]
+        low, high = np.percentile(primary.boot.delta[1:, column], [2.5, 97.5])
+        assert primary.boot.delta[0, column] == pytest.approx(mean)
+        assert table.loc[f"L{L}", f"k = {k}"] == page.fmt_ci(mean, low, high)
+    assert page.fmt_ci(0.0312, 0.0121, 0.0504) == "+.031 [+.012, +.050]"
+    assert page.fmt_ci(-0.0312) == "-.031" and page.fmt_ci(np.nan) == ""
+    # the planted k effect is found by the contrast, and the page shows its row
+    contrasts = primary.contrasts.set_index(["name", "k_langs"])
+    k8 = contrasts.loc[("k_vs_ref", 8)]
+    assert k8["ci_low"] < EFFECT < k8["ci_high"] and k8["reject"]
+    shown = page.contrast_display(primary.contrasts)
+    row = shown[shown["contrast"] == "k = 8 vs k = 1, averaged over depths"].iloc[0]
+    assert row["estimate [95% CI]"] == page.fmt_ci(k8["estimate"], k8["ci_low"], k8["ci_high"])
+    assert primary.omnibus is not None and set(primary.omnibus["test"]) == {
+        "k and depth x k", "k marginal over depths"}
+    depth = page.depth_means(primary).set_index("layers")
+    cells = primary.cells.groupby("layers")["delta"].mean()
+    np.testing.assert_allclose(depth["delta"], cells.loc[depth.index])
+
+
+def test_verdict_is_printed_only_when_the_core_is_complete(tmp_path, complete, primary):
+    assert page.page_state(complete[2]) == "complete"
+    assert page.primary_verdict(primary) == " ".join(av2.verdict(primary.contrasts))
+    assert page.primary_verdict(primary, headline_only=True) == av2.headline(primary.contrasts)
+    settings = small_profile(draws=(0, 1, 2, 3, 4))  # draw 4 planned, half of it run
+    layout = build(tmp_path, settings, keep=lambda p: p.get("draw", 0) < 4
+                   or p.get("k_langs") == 1)
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    assert page.page_state(inv) == "interim"
+    result = page.analyse_slice(layout.root, inv, *page.PRIMARY_SLICE, n_boot=50,
+                               covariates=stub_covariates, model=False)
+    assert result.interim and result.draws == (0, 1, 2, 3) and result.contrasts is not None
+    assert len(result.used) == 16 and any("2 finished run(s)" in n for n in result.notes)
+    verdict = page.primary_verdict(result)
+    assert verdict.startswith("The verdict waits for the full grid: 18 of 20 core settings")
+    assert page.primary_verdict(result, headline_only=True) == verdict
+    assert "Interim estimates" in page.slice_markdown(result)
+    assert "Interim estimates" not in page.slice_markdown(primary)
+
+
+def test_one_draw_gives_the_descriptive_table_only(tmp_path):
+    settings = small_profile(draws=(0,), arm_draws=())
+    layout = build(tmp_path, settings)
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    result = page.analyse_slice(layout.root, inv, *page.PRIMARY_SLICE, n_boot=50,
+                               covariates=stub_covariates)
+    assert not result.inference and result.contrasts is None and result.omnibus is None
+    assert result.notes[0].startswith("One draw: no inference")
+    assert page.primary_verdict(result).startswith("No verdict. One draw: no inference")
+    per_run = reference_cells(layout.root, result.used, *page.PRIMARY_SLICE)
+    table = page.cell_table(result)
+    for rec in result.cells.itertuples():
+        run = inv[(inv["layers"] == rec.layers) & (inv["k_langs"] == rec.k_langs)
+                  & (inv["group"] == "core")]["run_id"].item()
+        assert table.loc[f"L{rec.layers}", f"k = {rec.k_langs}"] == av2.fmt(per_run[run])
+
+
+def test_no_trained_run_shows_the_baselines(tmp_path):
+    settings = small_profile()
+    layout = build(tmp_path, settings, keep=lambda p: p["method"] in ("none", "bm25"))
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    assert page.page_state(inv) == "empty"
+    result = page.analyse_slice(layout.root, inv, *page.PRIMARY_SLICE)
+    assert result.empty and result.notes == ("No setting of the core grid has finished yet.",)
+    assert page.primary_verdict(result) == ("No verdict. No setting of the core grid has "
+                                          "finished yet.")
+    rows = page.profile_rows(layout.root, inv)
+    assert "BM25" in page.baselines_markdown(rows) and "L12 zero-shot" in \
+        page.baselines_markdown(rows)
+    assert page.retrieval_table(rows, inv)["students"].isna().all()
+    assert page.gap_table(rows, inv).empty
+    arm = page.analyse_arm(layout.root, inv, "512 pairs", n_boot=20)
+    assert arm.difference.empty and "No matched cell" in arm.notes[0]
+    assert page.status_facts(inv, "small")["study_stage"].startswith("No trained setting")
+
+
+# --------------------------------------------------------------------------- arms, retrieval
+
+
+def test_arm_difference_is_arm_minus_core_at_matched_cells(complete):
+    layout, _, inv = complete
+    arm = page.analyse_arm(layout.root, inv, "512 pairs", n_boot=100)
+    d = arm.difference
+    assert list(d["k_langs"].dropna()) == [1, 8] and (d["layers"].dropna() == 2).all()
+    task, protocol = page.PRIMARY_SLICE
+    for rec in d[d["layers"].notna()].itertuples():
+        cell = inv[(inv["layers"] == 2) & (inv["k_langs"] == rec.k_langs)
+                   & inv["draw"].isin([0, 1])]
+        ids = {g: cell[cell["group"] == g]["run_id"] for g in ("core", "512 pairs")}
+        means = {g: reference_cells(layout.root, r, task, protocol, "value").mean()
+                 for g, r in ids.items()}
+        assert rec.difference == pytest.approx(means["512 pairs"] - means["core"])
+        assert rec.n_draws == 2 and rec.ci_low < rec.difference < rec.ci_high
+    assert d.iloc[-1]["difference"] == pytest.approx(d["difference"].iloc[:-1].mean())
+    assert arm.mean_difference.startswith(av2.fmt(d.iloc[-1]["difference"]) + " [")
+    assert arm.result.inference and arm.result.omnibus is None  # no mixed model for arms
+
+
+def test_retrieval_and_gap_tables_from_the_result_rows(complete):
+    layout, _, inv = complete
+    rows = page.profile_rows(layout.root, inv)
+    table = page.retrieval_table(rows, inv).set_index(["suite", "protocol", "L"])
+    macro = rows[(rows["scope"] == "macro") & (rows["metric"] == "nDCG@10")
+                 & (rows["task"] == "xquad-r-x-eng") & (rows["protocol"] == "student")]
+    students = macro[(macro["group"] == "core") & (macro["layers"] == 3)]
+    per_k = students.groupby("k_langs")["value"].mean()
+    row = table.loc[("XQuAD-R X→eng", "student", 3)]
+    assert row["students"] == pytest.approx(per_k.mean()) and row["runs"] == 2
+    assert row["best k"] == per_k.idxmax() and row["best k cell"] == per_k.max()
+    zero = macro[(macro["method"] == "none") & (macro["layers"] == 3)]["value"].item()
+    assert row["zero-shot"] == zero
+    assert row["BM25"] == rows[(rows["method"] == "bm25") & (rows["scope"] == "macro")
+                               & (rows["task"] == "xquad-r-x-eng")
+                               & (rows["metric"] == "nDCG@10")]["value"].item()
+    assert ("XQuAD-R eng→eng", "teacher", 3) not in table.index
+    sentences = page.retrieval_sentences(table.reset_index())
+    assert sentences.startswith("XQuAD-R X→eng, student protocol: the students are above")
+    gaps = page.gap_table(rows, inv).set_index(["suite", "protocol"])
+    share = gap_share(rows)
+    share = share.merge(inv[inv["group"] == "core"][["run_id", "layers"]])
+    expected = share[(share["task"] == "flores-x-eng") & (share["protocol"] == "teacher")
+                     & (share["layers"] == 2)]["share"]
+    assert gaps.loc[("FLORES X→eng", "teacher"), "L2"] == f"{expected.mean():.0%} (n = 8)"
+
+
+# --------------------------------------------------------------------------- the notebook
+
+
+def full_subset(params: dict) -> bool:
+    """Part of the real ``full`` profile: its baselines, the core's draws 0 and 1, and the
+    512-pair arm's draws 0 and 1 (so the core is interim, with inference)."""
+    config = grid.config_of(params)
+    if not config.trains:
+        return True
+    return config.draw < 2 and config.teacher == "me5-small" and config.relatives
+
+
+def test_the_page_executes_on_a_partly_finished_full_profile(tmp_path):
+    layout = build(tmp_path, grid.profile_settings("full"), keep=full_subset)
+    out = page.execute("full", layout.root, tmp_path / "book", layout.notebooks, n_boot=50)
+    nb = nbformat.read(out, as_version=4)
+    glued = {}
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            name = output.get("metadata", {}).get("scrapbook", {}).get("name")
+            if name:
+                glued[name] = output["data"]
+    text = {k: v.get("application/papermill.record/text/plain", "").strip("'\"")
+            for k, v in glued.items()}
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks)
+    assert text["study_status"].startswith(f"{inv['finished'].sum()} of {len(inv)} settings "
+                                           "of the full profile")
+    assert text["verdict_primary"].startswith("The verdict waits for the full grid: 48 of 240")
+    assert text["study_state"] == "interim"
+    assert text["headline_primary"] == text["verdict_primary"]  # no verdict while interim
+    for figure in ("fig-study-delta-k", "fig-study-depth", "fig-study-languages",
+                   "fig-study-share"):
+        assert "application/papermill.record/image/png" in glued[figure]
+    injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "remove-cell" in injected[0].metadata["tags"]
+    shown = "\n".join(o.get("data", {}).get("text/markdown", "") for c in nb.cells
+                      for o in c.get("outputs", []))
+    assert "Interim estimates" in shown and "512 pairs" in shown
+    assert json.loads(json.dumps(nb.metadata["papermill"]["parameters"]))["n_boot"] == 50
