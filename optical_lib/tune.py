@@ -441,12 +441,19 @@ def main_choose(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description="Write the tuning rule's choice")
     parser.add_argument("--choose", action="store_true")
     parser.add_argument("--results", type=Path, default=ResultsLayout().root)
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the rule's choice, write nothing")
     args = parser.parse_args(argv)
     try:
         record = study_choice(args.results)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        for r in record["choices"]:
+            print(f"{r['teacher']} {r['method']} L{r['layers']} lr={r['lr']:.3g} "
+                  f"epochs={r['epochs']} ({r['epochs_from']}) used={r['used']}")
+        return 0
     out = ResultsLayout(args.results).tuning_v2 / "chosen.json"
     atomic_write_json(out, record)
     print(pd.DataFrame(record["choices"]).to_string(index=False))
