@@ -347,7 +347,13 @@ out
 # %% tags=["remove-input"]
 curve, curve_missing = report.load_profile(results_dir, "curve")
 if len(curve):
-    out = table(report.baselines_table(curve, "student", lexical=False))
+    both = [f"**{name}**\n\n" + markdown_table(report.curve_table(curve, base, proto).reset_index(),
+                                                digits=3)
+            for name, proto in (("Student protocol", "student"),
+                                ("OPTICAL's protocol (me5-small teacher)", "teacher"))]
+    out = Markdown("\n\n".join(both) + "\n\nThe zero-shot rows are the float32 baselines "
+                   "of the `baselines` profile; the students ran in bf16, and their Δ in "
+                   "their own run records is over a bf16 zero-shot model.")
 else:
     out = Markdown("*The learning curve has not run yet: its large budgets need a GPU or "
                    "many CPU-hours (see the reproducibility page).*")

@@ -90,6 +90,36 @@ def baselines_table(rows: pd.DataFrame, protocol: str = "student", teacher: str 
     return table.loc[_order(table.index), columns]
 
 
+def curve_table(curve: pd.DataFrame, baselines: pd.DataFrame, protocol: str = "student",
+                teacher: str = "me5-small", metric: str = PRIMARY_METRIC) -> pd.DataFrame:
+    """The learning curve under one protocol: macro ``metric`` per (depth, budget) of the
+    ``curve`` profile's rows (rows ``L2 · 1,984 pairs`` ..., ``L2 · whole pool``), each depth
+    preceded by its zero-shot model and the table by BM25 (from ``baselines``, the
+    ``baselines`` profile's rows); columns are the suites."""
+    df = _macro(curve, metric)
+    df = df[df["protocol"] == protocol]
+    if protocol != "student":
+        df = df[df["teacher"] == teacher]
+    df["order"] = df["budget"].where(df["budget"] > 0, float("inf"))
+    df["system"] = [f"L{int(n)} · " + (f"{int(b):,} pairs" if b > 0 else "whole pool")
+                    for n, b in zip(df["layers"], df["budget"], strict=True)]
+    students = df.pivot_table(index=["layers", "order", "system"], columns="suite",
+                              values="value").reset_index()
+    base = baselines_table(baselines, protocol, None if protocol == "student" else teacher,
+                           metric, lexical=True)
+    parts = [base.loc[["BM25"]]] if "BM25" in base.index else []
+    for depth, group in students.groupby("layers"):
+        zero = f"L{int(depth)} zero-shot"
+        if zero in base.index:
+            parts.append(base.loc[[zero]])
+        parts.append(group.sort_values("order").set_index("system")
+                     .drop(columns=["layers", "order"]))
+    table = pd.concat(parts)
+    columns = [c for c in SUITE_LABELS.values() if c in table.columns]
+    table.index.name = "system"
+    return table[columns].dropna(axis=1, how="all")
+
+
 def sweep_long(path: str | Path) -> pd.DataFrame:
     """A tuning table in one long form (teacher, method, layers, lr, seed, epoch, delta,
     precision, device): a v2 sweep's rows per task and protocol as they are; the partial

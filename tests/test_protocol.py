@@ -493,3 +493,24 @@ def test_ablation_sentences_are_computed_from_the_table():
     assert "L2, student protocol: the largest dev Δ is centred OPTICAL's (+0.050)" in text
     assert "effective rank of the sentence vectors from 150 (zero-shot) to 3" in text
     assert report.ablation_sentences(None) == ""
+
+
+def test_the_learning_curve_table_orders_budgets_under_their_zero_shot_model():
+    from optical_lib import report
+
+    def row(method, layers, budget, protocol, task, value):
+        return {"scope": "macro", "metric": "nDCG@10", "method": method, "model": "me5-small",
+                "layers": layers, "budget": budget, "protocol": protocol, "task": task,
+                "teacher": "me5-small", "value": value}
+
+    curve = pd.DataFrame([row("optical+mse", 2, b, p, "flores-x-eng", v + (p == "teacher"))
+                          for b, v in ((31744, 0.3), (0, 0.4), (1984, 0.1))
+                          for p in ("student", "teacher")])
+    base = pd.DataFrame([row("none", 2, None, p, "flores-x-eng", 0.05) for p in
+                         ("student", "teacher")]
+                        + [{**row("bm25", None, None, "lexical", "flores-x-eng", 0.2)}])
+    table = report.curve_table(curve, base, "student")
+    assert table.index.tolist() == ["BM25", "L2 zero-shot", "L2 · 1,984 pairs",
+                                    "L2 · 31,744 pairs", "L2 · whole pool"]
+    assert table.iloc[:, 0].tolist() == [0.2, 0.05, 0.1, 0.3, 0.4]
+    assert report.curve_table(curve, base, "teacher").iloc[2:, 0].tolist() == [1.1, 1.3, 1.4]
