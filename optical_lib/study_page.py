@@ -932,6 +932,7 @@ def execute(profile: str = "full", results_dir: str | Path = "results",
     import nbformat
     import papermill
 
+    from .grid import project_path, record_paths
     from .layout import atomic_write
     from .paths import PROJECT_ROOT
 
@@ -944,7 +945,10 @@ def execute(profile: str = "full", results_dir: str | Path = "results",
         tags = cell.metadata.setdefault("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
-    return atomic_write(Path(book_dir) / "study.ipynb", nbformat.writes(executed))
+    output = atomic_write(Path(book_dir) / "study.ipynb", nbformat.writes(executed))
+    # the published page records project-relative paths, as the grid's run notebooks do
+    record_paths(output, project_path(Path(template)), project_path(output))
+    return output
 
 
 def main(argv: Sequence[str] | None = None) -> int:
