@@ -311,6 +311,17 @@ def choose_objective(rows: pd.DataFrame, metric: str = "nDCG@10") -> pd.DataFram
 STUDY_PRECISION = "bf16"
 
 
+def _tables(folder: Path, pattern: str, method: str, precision: str
+            ) -> tuple[list[Path], pd.DataFrame | None]:
+    """The sweep-format tables ``folder/pattern`` (sorted) and their rows of one objective
+    and precision, concatenated (``None`` when there is no file)."""
+    paths = sorted(folder.glob(pattern))
+    if not paths:
+        return paths, None
+    table = pd.concat([read_sweep(p) for p in paths], ignore_index=True)
+    return paths, table[(table["method"] == method) & (table["precision"] == precision)]
+
+
 def study_choice(results_dir: str | Path = "results",
                  precision: str = STUDY_PRECISION) -> dict:
     """The tuning rule applied to the committed sweeps of the study's objective.
@@ -328,19 +339,13 @@ def study_choice(results_dir: str | Path = "results",
         raise ValueError(f"the ablation is not finished ({len(missing)} settings missing): "
                          "the study's objective is chosen on all of it")
     method = choose_objective(rows).iloc[0]["method"]
-    paths = sorted((results_dir / "tuning-v2").glob("sweep-*.csv"))
-    sweep = pd.concat([read_sweep(p) for p in paths], ignore_index=True) if paths else None
-    if sweep is not None:
-        sweep = sweep[(sweep["method"] == method) & (sweep["precision"] == precision)]
+    paths, sweep = _tables(results_dir / "tuning-v2", "sweep-*.csv", method, precision)
     if sweep is None or sweep.empty:
         raise ValueError(f"no {precision} sweep of the study's objective {method!r} in "
                          f"{results_dir / 'tuning-v2'}")
     choice = choose_v2(sweep)
-    conv_paths = sorted((results_dir / "tuning-v2").glob("convergence-*.csv"))
-    conv = pd.concat([read_sweep(p) for p in conv_paths], ignore_index=True) \
-        if conv_paths else None
-    if conv is not None:
-        conv = conv[(conv["method"] == method) & (conv["precision"] == precision)]
+    conv_paths, conv = _tables(results_dir / "tuning-v2", "convergence-*.csv", method,
+                               precision)
     choice = with_convergence(choice, conv)
     choice["used"] = ~choice["lr_on_edge"] & (choice["seeds"] >= 2)
     return {"objective": method, "precision": precision,
