@@ -58,8 +58,9 @@ grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=..., EXECUTOR=local
 V2_PROFILE = $(if $(filter $(PROFILE),full quick),$(PROFILE),full)
 V1_PROFILE = $(if $(filter $(PROFILE),smoke medium),$(PROFILE),medium)
 
-analysis: $(STAMP) ## execute the book's pages on the results: study (v2), protocol, the archived v1 analysis
+analysis: $(STAMP) ## execute the book's pages on the results: study (v2), protocol, the runs index, the archived v1 analysis
 	$(PY) -m optical_lib.study_page --profile $(V2_PROFILE)
+	$(PY) -m optical_lib.runs_index
 	$(PY) -m optical_lib.analysis --profile $(V1_PROFILE)
 	$(PY) -m optical_lib.report
 

@@ -356,3 +356,44 @@ def test_the_page_executes_on_a_partly_finished_full_profile(tmp_path):
                       for o in c.get("outputs", []))
     assert "Interim estimates" in shown and "512 pairs" in shown
     assert json.loads(json.dumps(nb.metadata["papermill"]["parameters"]))["n_boot"] == 50
+
+
+# --------------------------------------------------------------------------- runs index
+
+
+def test_runs_index_reads_every_v2_run_notebook(tmp_path):
+    from optical_lib import runs_index as index
+
+    quick = grid.study_quick()
+    trained = next(p for p in quick if grid.config_of(p).trains)
+    bm25 = next(p for p in quick if p.get("method") == "bm25")
+    # the real profiles plan a quick setting twice (quick is a slice of full)
+    assert index.planned_by(("quick", "full"))[grid.config_of(trained).run_id] == [
+        "quick", "full"]
+    # the fake writer scores FLORES only (other ids than quick's), so the test plans them
+    flores = {"eval_tatoeba": [], "eval_xquad": []}
+    planned = [{**trained, **flores}, {**bm25, **flores}]
+    old = {**trained, **flores, "lr": 1e-3}  # planned by no profile: superseded
+    layout = build(tmp_path, [*planned, old])
+    plans = {grid.config_of(p).run_id: ["quick", "full"] for p in planned}
+    table = index.runs_index(layout.root, layout.notebooks, plans=plans)
+    assert list(table.columns) == list(index.COLUMNS) and len(table) == 3
+    assert table["profiles"].tolist() == ["quick, full", "quick, full", index.SUPERSEDED]
+    run_id = grid.config_of(planned[0]).run_id
+    run = table[table["setting"].str.contains(run_id)].iloc[0]
+    rows = json.loads(layout.results_file(run_id).read_text())
+    macro = {(r["metric"], r["protocol"]): r["value"] for r in rows
+             if r["scope"] == "macro" and r["task"] == "flores-x-eng"}
+    assert run["nDCG@10"] == pytest.approx(macro["nDCG@10", "student"])
+    assert run["Δ student"] == pytest.approx(macro["delta:nDCG@10", "student"])
+    assert run["Δ OPTICAL"] == pytest.approx(macro["delta:nDCG@10", "teacher"])
+    assert run["minutes"] == pytest.approx(SECONDS / 60) and run["L"] == trained["layers"]
+    lexical = table[table["setting"].str.startswith("[BM25]")].iloc[0]
+    assert pd.isna(lexical["L"]) and pd.isna(lexical["Δ student"]) and lexical["nDCG@10"] > 0
+    text = index.write_page(layout.root, tmp_path / "book", layout.notebooks,
+                            plans=plans).read_text()
+    assert "3 runs" in text and text.count("| quick, full |") == 2
+    # a notebook without its result files is an error, not a row
+    nbformat.write(nbformat.v4.new_notebook(), layout.notebooks / "v2-L2-none-tme5-0000.ipynb")
+    with pytest.raises(FileNotFoundError, match="v2-L2-none-tme5-0000"):
+        index.runs_index(layout.root, layout.notebooks, plans=plans)
