@@ -191,12 +191,13 @@ Markdown(report.tuning_sentences(gpu) if gpu is not None else "")
 # rows were still running), so it was swept on this project's 2-core CPU in **bf16
 # autocast** (`--amp bf16`: faster on CPUs with bf16 instructions;
 # `benchmarks/bench_precision.py` measures by how much, and what it costs in accuracy), for
-# the depths and learning rates below, up to 12 epochs. The grid is narrower than centred
+# the teachers, depths and learning rates below, up to 12 epochs. The grid is narrower than centred
 # OPTICAL's (a third of, equal to and three times the v1 rate) because nine times and a ninth
 # were far from the best there; the rule flags a choice on the edge of what ran.
 
 # %% tags=["remove-input"]
-bf16_paths = sorted(tuning.glob("sweep-optical-mse-me5-small-bf16*.csv"))  # one per process
+# one file per teacher and process, e.g. sweep-optical-mse-minilm-l6-bf16-L2.csv
+bf16_paths = sorted(tuning.glob("sweep-optical-mse-*bf16*.csv"))
 if bf16_paths:
     otmse = pd.concat([report.sweep_long(p) for p in bf16_paths], ignore_index=True)
     out = table(sweep_shown(otmse), index=False)
