@@ -449,6 +449,14 @@ def test_per_query_parquet_is_compact_and_reads_back_the_same_rows(tmp_path):
     plain = tmp_path / "plain.parquet"
     pd.DataFrame(rows).to_parquet(plain, index=False)
     assert path.stat().st_size < 0.7 * plain.stat().st_size
+    # the query ids are delta-encoded byte arrays, every other text column a dictionary
+    import pyarrow.parquet as papq
+
+    chunks = papq.ParquetFile(path).metadata.row_group(0)
+    encodings = {chunks.column(i).path_in_schema: chunks.column(i).encodings
+                 for i in range(chunks.num_columns)}
+    assert "DELTA_BYTE_ARRAY" in encodings["qid"]
+    assert "RLE_DICTIONARY" in encodings["task"]
 
 
 def test_missing_columns_are_named(tmp_path):
@@ -471,14 +479,22 @@ def test_failed_write_leaves_old_file_intact_and_no_partial_file(tmp_path, monke
     if suffix == ".json":
         rows[-1]["extra"] = object()  # json.dump fails half-way through the file
     else:
-        method = "to_csv" if suffix == ".csv" else "to_parquet"
-        real = getattr(pd.DataFrame, method)
+        if suffix == ".csv":
+            real = pd.DataFrame.to_csv
 
-        def half_then_fail(self, target, *args, **kwargs):
-            real(self.iloc[:1], target, *args, **kwargs)  # something reaches the disk
-            raise OSError("disk full")
+            def half_then_fail(self, target, *args, **kwargs):
+                real(self.iloc[:1], target, *args, **kwargs)  # something reaches the disk
+                raise OSError("disk full")
 
-        monkeypatch.setattr(pd.DataFrame, method, half_then_fail)
+            monkeypatch.setattr(pd.DataFrame, "to_csv", half_then_fail)
+        else:
+            real = ev._write_parquet
+
+            def half_then_fail(df, target):
+                real(df.iloc[:1], target)  # something reaches the disk
+                raise OSError("disk full")
+
+            monkeypatch.setattr(ev, "_write_parquet", half_then_fail)
     with pytest.raises((TypeError, OSError)):
         write_results(rows, path)
     assert path.read_bytes() == before
