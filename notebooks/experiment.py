@@ -115,8 +115,9 @@ if config.method != "bm25":  # BM25 has no encoder
                                teacher=teacher, teacher_states=teacher_states(config),
                                progress=True)  # progress bar on stderr
 if history is not None and len(history):
-    display(plots.loss_curve(history, title=f"{config.run_id}: loss"))
-    plots.close("all")
+    fig = plots.loss_curve(history, title=f"{config.run_id}: loss")
+    display(plots.compact_png(fig))  # a palette PNG: hundreds of run pages are published
+    plots.close(fig)
 else:
     display(Markdown("Nothing is trained: a zero-shot baseline (the un-distilled model) or "
                      "the lexical floor (BM25)."))
@@ -146,7 +147,7 @@ macro
 # %%
 shown = results[results["protocol"].isin(["student", "lexical"])]
 fig = plots.per_language(shown, metric, title=f"{config.title}: {metric} per language")
-display(fig)
+display(plots.compact_png(fig))
 plots.close(fig)
 
 # %% [markdown]

@@ -28,6 +28,31 @@ def test_plots_change_no_global_style():
     assert {k: matplotlib.rcParams[k] for k in keys} == before  # ... and nowhere else
 
 
+def test_compact_png_is_a_smaller_palette_image_of_the_same_figure():
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"scope": "language", "metric": "nDCG@10", "task": "flores-x-eng",
+                         "query_lang": ["hau", "yor", "zul", "amh", "swh", "som"],
+                         "value": rng.uniform(0.2, 0.8, 6)})
+    rows["ci_low"], rows["ci_high"] = rows["value"] - 0.05, rows["value"] + 0.05
+    fig = plots.per_language(rows, "nDCG@10", title="six languages")
+    full = io.BytesIO()
+    with plots.style():
+        fig.savefig(full, format="png", dpi=plots.DPI, bbox_inches="tight")
+    shown = plots.compact_png(fig)
+    plots.close(fig)
+    small, big = Image.open(io.BytesIO(shown.data)), Image.open(io.BytesIO(full.getvalue()))
+    assert small.mode == "P" and small.size == big.size
+    assert len(shown.data) < 0.6 * len(full.getvalue())
+    # the palette keeps the picture: no pixel moves far from the original colour
+    diff = np.abs(np.asarray(small.convert("RGB"), float)
+                  - np.asarray(big.convert("RGB"), float))
+    assert np.percentile(diff, 99) < 24
+
+
 def test_one_label_set_and_language_names():
     assert plots.METHOD_LABEL is distill.METHOD_LABELS
     assert plots.language_label("swh") == "swh (Swahili)"
