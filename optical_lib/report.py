@@ -175,11 +175,17 @@ def tuning_sentences(sweep: pd.DataFrame) -> str:
             flags.append("the learning rate sits on the edge of the grid")
         if row["epoch_on_edge"]:
             flags.append("the epoch count is the last one evaluated (not converged)")
+        chosen = part[part["lr"] == row["lr"]].sort_values("epoch")
+        if (len(chosen) > 1 and row["epochs"] == chosen["epoch"].iloc[0]
+                and chosen["delta"].iloc[-1] < chosen["delta"].iloc[0]):
+            flags.append("dev Δ is highest at the first evaluated epoch and falls after it "
+                         "(fewer epochs were not tried)")
         if row["seeds"] < 2:
             flags.append("one seed only")
         text = (f"{TEACHER_NAMES.get(row['teacher'], row['teacher'])} teacher, "
                 f"{METHOD_LABELS.get(row['method'], row['method'])}, L{int(row['layers'])}: "
-                f"the rule picks lr {row['lr']:.2g} and {int(row['epochs'])} epochs "
+                f"the rule picks lr {row['lr']:.2g} and {int(row['epochs'])} "
+                f"epoch{'' if int(row['epochs']) == 1 else 's'} "
                 f"(mean dev Δ {row['dev_delta']:+.3f})")
         text += f"; not settled: {', '.join(flags)}" if flags else "; settled"
         if collapsed:

@@ -295,6 +295,11 @@ def test_a_sweep_cut_short_is_judged_where_every_seed_got_and_said_so():
     text = report.tuning_sentences(table)
     assert "lr 0.001 and 4 epochs" in text and "not converged" in text
     assert "Learning rate 0.01 collapse" in text
+    assert "first evaluated epoch" not in text
+    # a rate whose dev Δ only falls after the first evaluation: said, not hidden
+    falling = table.assign(delta=lambda t: 0.05 - t["epoch"] / 1000)
+    text = report.tuning_sentences(falling[falling["lr"] == 1e-4])
+    assert "and 1 epoch (" in text and "highest at the first evaluated epoch" in text
 
 
 def test_the_convergence_check_settles_the_epochs_only_with_finished_seeds():
