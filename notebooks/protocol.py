@@ -191,9 +191,12 @@ Markdown(report.tuning_sentences(gpu) if gpu is not None else "")
 # rows were still running), so it was swept on this project's 2-core CPU in **bf16
 # autocast** (`--amp bf16`: faster on CPUs with bf16 instructions;
 # `benchmarks/bench_precision.py` measures by how much, and what it costs in accuracy), for
-# the teachers, depths and learning rates below, up to 12 epochs. The grid is narrower than centred
-# OPTICAL's (a third of, equal to and three times the v1 rate) because nine times and a ninth
-# were far from the best there; the rule flags a choice on the edge of what ran.
+# the teachers, depths and learning rates below, up to 12 epochs. The grid is narrower than
+# centred OPTICAL's (a third of, equal to and three times the v1 rate) because nine times and a
+# ninth were far from the best there; the rule flags a choice on the edge of what ran. At L12
+# with the me5-small teacher, where the student starts as its own teacher, the lower of the
+# first two rates led at every evaluated epoch, so that grid was extended down to a ninth of
+# the v1 rate instead of up to three times (the table shows which rates ran at each depth).
 
 # %% tags=["remove-input"]
 # one file per teacher and process, e.g. sweep-optical-mse-minilm-l6-bf16-L2.csv
