@@ -110,11 +110,12 @@ class ResultsLayout:
     """The results folder and the executed-notebook folder of a study (see module doc)."""
 
     root: Path = PROJECT_ROOT / "results"
-    notebooks: Path = PROJECT_ROOT / "book" / "runs"
+    notebooks: Path | None = PROJECT_ROOT / "book" / "runs"  # None: this default
 
     def __post_init__(self):
         object.__setattr__(self, "root", Path(self.root))
-        object.__setattr__(self, "notebooks", Path(self.notebooks))
+        notebooks = PROJECT_ROOT / "book" / "runs" if self.notebooks is None else self.notebooks
+        object.__setattr__(self, "notebooks", Path(notebooks))
 
     # one setting
     @property
@@ -138,6 +139,15 @@ class ResultsLayout:
 
     def notebook(self, run_id: str) -> Path:
         return self.notebooks / f"{run_id}.ipynb"
+
+    def notebook_seconds(self, run_id: str) -> float | None:
+        """Papermill's wall-clock duration of the executed notebook (None when the notebook
+        or the record is missing)."""
+        notebook = self.notebook(run_id)
+        if not notebook.exists():
+            return None
+        return json.loads(notebook.read_text()).get("metadata", {}).get("papermill", {}).get(
+            "duration")
 
     def is_finished(self, run_id: str) -> bool:
         """Results written *and* the executed notebook in place (a kill between the two

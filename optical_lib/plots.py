@@ -81,10 +81,12 @@ def _ordered_colors(values) -> dict:
     return {v: cmap(0.85 * i / n) for i, v in enumerate(values)}
 
 
-def _errorbars(ax, df: pd.DataFrame, x: str, y: str = "value") -> None:
-    lo = (df[y] - df["ci_low"]).clip(lower=0)
-    hi = (df["ci_high"] - df[y]).clip(lower=0)
-    ax.errorbar(df[x], df[y], yerr=[lo, hi], fmt="none", ecolor="0.3", capsize=2, lw=1)
+def _errorbars(ax, df: pd.DataFrame, at, value: str = "value") -> None:
+    """95% CI whiskers (``ci_low``/``ci_high`` around ``value``) on horizontal bars placed
+    at ``at`` (the bars' category labels)."""
+    lo = (df[value] - df["ci_low"]).clip(lower=0)
+    hi = (df["ci_high"] - df[value]).clip(lower=0)
+    ax.errorbar(df[value], at, xerr=[lo, hi], fmt="none", ecolor="0.3", capsize=2, lw=1)
 
 
 @_styled
@@ -121,10 +123,7 @@ def per_language(results: pd.DataFrame, metric: str = "RR@10", title: str = "") 
         part = df[df["task"] == suite].sort_values("value").reset_index(drop=True)
         labels = part["query_lang"].map(language_label)
         ax.barh(labels, part["value"], color=PALETTE[0], height=0.7)
-        lo = (part["value"] - part["ci_low"]).clip(lower=0)
-        hi = (part["ci_high"] - part["value"]).clip(lower=0)
-        ax.errorbar(part["value"], labels, xerr=[lo, hi], fmt="none", ecolor="0.3",
-                    capsize=2, lw=1)
+        _errorbars(ax, part, labels)
         # the same bar thickness in every panel of a row, bars from the top
         ax.set(title=suite, xlabel=metric, xlim=(0, 1),
                ylim=(len(part) - 0.5 - rows[i // ncols], len(part) - 0.5))

@@ -78,7 +78,7 @@ def _row(layout: ResultsLayout, notebook: Path, plans: dict[str, list[str]]) -> 
     flat = {k: v for k, v in setting["config"].items() if k != "training"}
     config = ExperimentConfig.from_parameters(**flat)
     rows = json.loads(layout.results_file(run_id).read_text())
-    meta = json.loads(notebook.read_text()).get("metadata", {}).get("papermill", {})
+    seconds = layout.notebook_seconds(run_id)
     trains, lexical = config.trains, config.method == "bm25"
     return {
         "setting": f"[{config.title}](runs/{run_id}.ipynb)",
@@ -94,7 +94,7 @@ def _row(layout: ResultsLayout, notebook: Path, plans: dict[str, list[str]]) -> 
         "nDCG@10": _macro(rows, TASK, METRIC, "lexical" if lexical else "student"),
         "Δ student": _macro(rows, TASK, f"delta:{METRIC}", "student"),
         "Δ OPTICAL": _macro(rows, TASK, f"delta:{METRIC}", "teacher"),
-        "minutes": None if meta.get("duration") is None else meta["duration"] / 60,
+        "minutes": None if seconds is None else seconds / 60,
         "_order": min((V2_PROFILES.index(p) for p in plans.get(run_id, [])
                        if p in V2_PROFILES), default=len(V2_PROFILES)),
     }
@@ -109,8 +109,7 @@ def runs_index(results_dir: str | Path = "results", runs_dir: str | Path | None 
 
     A notebook whose ``setting.json`` or ``results.json`` is missing is an error: the book
     must not link a run whose results are not committed."""
-    layout = ResultsLayout(Path(results_dir),
-                           ResultsLayout().notebooks if runs_dir is None else Path(runs_dir))
+    layout = ResultsLayout(Path(results_dir), runs_dir)
     plans = planned_by(profiles) if plans is None else plans
     notebooks = sorted(Path(layout.notebooks).glob("v2-*.ipynb"))
     missing = [nb.stem for nb in notebooks if not layout.is_finished(nb.stem)]

@@ -130,10 +130,8 @@ def _run_record(layout: ResultsLayout, run_id: str) -> dict[str, Any]:
     """What a finished run recorded about its execution: papermill's duration of the run
     notebook, and the threads, device, torch version and date of its ``setting.json``."""
     out: dict[str, Any] = {}
-    notebook = layout.notebook(run_id)
-    if notebook.exists():
-        meta = json.loads(notebook.read_text()).get("metadata", {}).get("papermill", {})
-        out["seconds"] = meta.get("duration")
+    if layout.notebook(run_id).exists():
+        out["seconds"] = layout.notebook_seconds(run_id)
     setting = json.loads(layout.setting_file(run_id).read_text())
     provenance = setting.get("provenance") or {}
     out["threads"] = provenance.get("threads", setting["config"].get("threads"))
@@ -159,8 +157,7 @@ def inventory(results_dir: str | Path = "results", profile: str = "full",
     from .grid import config_of, profile_settings
 
     params = profile_settings(profile) if settings is None else list(settings)
-    layout = ResultsLayout(Path(results_dir),
-                           ResultsLayout().notebooks if runs_dir is None else Path(runs_dir))
+    layout = ResultsLayout(Path(results_dir), runs_dir)
     configs = list({c.run_id: c for c in map(config_of, params)}.values())
     trained_keys = [_group_key(c) for c in configs if c.trains]
     core = (max(dict.fromkeys(trained_keys), key=trained_keys.count) if trained_keys
