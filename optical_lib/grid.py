@@ -44,8 +44,8 @@ succeeded. A failed setting is recorded in ``failures.json`` (its partial notebo
 1. *Scheduler-side de-duplication*: the client submits each pending run id once, with the
    run id as the Dask task key (``optical-grid-<run_id>``), so the scheduler holds at most one
    task per setting, also when a second client submits the same grid to the same scheduler.
-2. *An atomic claim file* ``results/claims/<run_id>.claim``, created with
-   ``O_CREAT | O_EXCL`` by :func:`run_setting` (every executor) before it runs a setting
+2. *An atomic claim file* ``results/claims/<run_id>.claim``, hard-linked into place
+   (exclusive, never seen empty) by :func:`run_setting` (every executor) before it runs a setting
    and removed after (:func:`~optical_lib.layout.claim`). It holds host, pid and time, is
    refreshed while held, and is stale when its process is gone (same host) or it has not
    been refreshed for :data:`CLAIM_STALE_S` seconds (another host). This covers what the

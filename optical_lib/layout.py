@@ -28,9 +28,9 @@ parallel).
 
 :func:`claim` is how two processes (two Dask workers, a restarted client next to an orphaned
 worker, two people on one results folder) are kept from running the same setting: an
-exclusive claim file created with ``O_CREAT | O_EXCL``, refreshed while held and broken only
-when stale. :func:`file_lock` is a blocking ``flock`` for short critical sections on one
-host (e.g. building a shared cache once).
+exclusive claim file (hard-linked into place, so created atomically and never seen empty),
+refreshed while held and broken only when stale. :func:`file_lock` is a blocking ``flock``
+for short critical sections on one host (e.g. building a shared cache once).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,22 +205,33 @@ def _pid_alive(pid: int) -> bool:
 
 
 def claim_holder(path: str | os.PathLike, stale_after: float = 300.0) -> dict | None:
-    """The holder of a live claim at ``path`` (``{"host", "pid", "time"}``), or ``None``
-    when there is none or it is stale.
+    """The holder of a live claim at ``path`` (``{"host", "pid", "time", "token"}``), or
+    ``None`` when there is none or it is stale.
 
     A claim is stale when its holder was on this host and that process is gone, or when it
     has not been refreshed for ``stale_after`` seconds (a holder on another host that died:
     holders refresh the file's mtime every ``stale_after / 10`` s).
     """
-    path = Path(path)
+    seen = _read_claim(Path(path))
+    return None if seen is None else _live_holder(*seen, stale_after)
+
+
+def _read_claim(path: Path) -> tuple[bytes, float] | None:
+    """The claim file's bytes and mtime, or ``None`` when there is no claim file."""
     try:
-        holder = json.loads(path.read_text() or "{}")
-        age = time.time() - path.stat().st_mtime
+        with open(path, "rb") as fh:
+            return fh.read(), os.fstat(fh.fileno()).st_mtime  # one file, even if replaced
     except FileNotFoundError:
         return None
-    except (json.JSONDecodeError, OSError):  # being written this instant: treat as live
+
+
+def _live_holder(content: bytes, mtime: float, stale_after: float) -> dict | None:
+    """The holder that ``content`` names if that claim is live, ``None`` if it is stale."""
+    try:
+        holder = json.loads(content or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):  # not ours to judge: treat as live
         return {"host": "?", "pid": None, "time": None}
-    if age > stale_after:
+    if time.time() - mtime > stale_after:
         return None
     if holder.get("host") == socket.gethostname() and holder.get("pid"):
         if not _pid_alive(int(holder["pid"])):
@@ -227,45 +239,58 @@ def claim_holder(path: str | os.PathLike, stale_after: float = 300.0) -> dict | 
     return holder
 
 
+def _break_stale(path: Path, seen: bytes, stale_after: float) -> None:
+    """Remove the claim at ``path`` if it still holds ``seen`` and is still stale.
+
+    Breakers take turns (a ``flock`` on ``.break.lock`` beside the claims), so two of them
+    judging one dead claim cannot remove a new claim made in between: a stale claim changes
+    only when a breaker removes it, and every claim's bytes are unique (its ``token``)."""
+    with file_lock(path.parent / ".break.lock"):
+        now = _read_claim(path)
+        if now is not None and now[0] == seen and _live_holder(*now, stale_after) is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
 @contextlib.contextmanager
 def claim(path: str | os.PathLike, stale_after: float = 300.0, wait: float | None = 0.0,
           poll: float = 1.0, info: dict | None = None) -> Iterator[dict]:
     """Hold an exclusive claim on ``path`` for the duration of the ``with`` block.
 
-    The claim file is created with ``O_CREAT | O_EXCL`` (atomic on local file systems and
-    NFSv3+), holds ``{"host", "pid", "time", **info}`` and has its mtime refreshed by a
-    background thread while held; it is removed on exit, also on an exception. A stale
-    claim (see :func:`claim_holder`) is broken and taken over. While another live process
-    holds it, wait up to ``wait`` seconds (``None``: as long as it takes), polling every
-    ``poll`` s, then raise :class:`ClaimHeld`.
+    The claim file is written in full under a unique name and hard-linked into place (atomic
+    and exclusive on local file systems and NFS), so it is never seen empty. It holds
+    ``{"host", "pid", "time", "token", **info}`` (``token`` makes every claim's bytes unique)
+    and has its mtime refreshed by a background thread while held; it is removed on exit,
+    also on an exception, if it is still this claim. A stale claim (see
+    :func:`claim_holder`) is broken (:func:`_break_stale`) and taken over. While another
+    live process holds it, wait up to ``wait`` seconds (``None``: as long as it takes),
+    polling every ``poll`` s, then raise :class:`ClaimHeld`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     me = {"host": socket.gethostname(), "pid": os.getpid(),
-          "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {})}
+          "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "token": uuid.uuid4().hex,
+          **(info or {})}
     deadline = None if wait is None else time.monotonic() + wait
+    # the claim is written in full to a unique file and then hard-linked into place
+    # (atomic, fails if the claim exists), so nobody ever reads an empty or partial claim
+    content = json.dumps(me).encode()
     while True:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            _link_new(path, content)
+            break
         except FileExistsError:
-            try:
-                seen = path.read_bytes()
-            except FileNotFoundError:
-                continue  # released between the two calls: try again at once
-            holder = claim_holder(path, stale_after)
-            if holder is None:
-                # stale: remove it only if it is still the claim judged stale
-                with contextlib.suppress(FileNotFoundError):
-                    if path.read_bytes() == seen:
-                        os.unlink(path)
-                continue
-            if deadline is not None and time.monotonic() >= deadline:
-                raise ClaimHeld(path, holder) from None
-            time.sleep(poll)
+            pass
+        seen = _read_claim(path)
+        if seen is None:
+            continue  # released since: try again at once
+        holder = _live_holder(*seen, stale_after)
+        if holder is None:
+            _break_stale(path, seen[0], stale_after)
             continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
-        break
+        if deadline is not None and time.monotonic() >= deadline:
+            raise ClaimHeld(path, holder)
+        time.sleep(poll)
     stop = threading.Event()
 
     def refresh():
@@ -280,8 +305,22 @@ def claim(path: str | os.PathLike, stale_after: float = 300.0, wait: float | Non
     finally:
         stop.set()
         beat.join()
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+        with file_lock(path.parent / ".break.lock"):  # not a claim that replaced a broken one
+            now = _read_claim(path)
+            if now is not None and now[0] == content:
+                os.unlink(path)
+
+
+def _link_new(path: Path, content: bytes) -> None:
+    """Create ``path`` holding ``content``, atomically, or raise ``FileExistsError``."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".new", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(content)
+        os.link(tmp, path)  # atomic and exclusive, NFS included (unlike rename)
+    finally:
+        os.unlink(tmp)
 
 
 @contextlib.contextmanager

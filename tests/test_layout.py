@@ -3,6 +3,7 @@ across processes, stale claims broken."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -93,6 +94,36 @@ def test_claim_is_exclusive_across_processes(tmp_path):
         assert p.exitcode == 0
     assert counter.read_text() == "160"
     assert not claim_path.exists()
+
+
+def test_a_claim_is_never_seen_empty_and_is_released_only_by_its_holder(tmp_path):
+    # an empty claim made a waiter take a released-then-renewed claim for the stale one it
+    # had judged, and remove it: two processes inside one claim (about 1 run in 25)
+    claim_path = tmp_path / "claims" / "x.claim"
+    counter = tmp_path / "counter"
+    counter.write_text("0")
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_count_under_claim, args=(claim_path, counter, 40))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    reads, seen = 0, set()
+    while any(p.is_alive() for p in procs):
+        with contextlib.suppress(FileNotFoundError):
+            holder = json.loads(claim_path.read_bytes())  # raises on an empty or partial file
+            reads += 1
+            seen.add(holder["pid"])
+    for p in procs:
+        p.join()
+        assert p.exitcode == 0
+    assert reads > 0 and len(seen) >= 2 and counter.read_text() == "120"
+    # only the leftovers of the break lock remain: no temporary claim files
+    assert sorted(p.name for p in claim_path.parent.iterdir()) in ([], [".break.lock"])
+    # a holder whose claim was broken and replaced does not remove the new claim
+    with claim(claim_path) as me:
+        claim_path.unlink()
+        claim_path.write_text(json.dumps({"host": "elsewhere", "pid": 1, "token": "other"}))
+    assert json.loads(claim_path.read_text())["token"] == "other" != me["token"]
 
 
 def test_claim_held_by_a_live_process_waits_or_raises(tmp_path):
