@@ -291,12 +291,14 @@ if conv2_paths:
     fig = plots.convergence(conv2)
     glue("convergence_study", fig, display=False)
     plots.close(fig)
-    wide = report.convergence_table(conv2).drop(columns=["teacher"])
+    wide = report.convergence_table(conv2)
+    wide["teacher"] = wide["teacher"].map(report.TEACHER_NAMES).fillna(wide["teacher"])
     wide["lr"] = wide["lr"].map(lambda x: f"{x:.2g}")
-    seeds = conv2.groupby(["layers", "seed"])["epoch"].max().unstack()
-    reached = "; ".join(f"L{d}: " + ", ".join(f"seed {s} to epoch {int(e)}"
-                                               for s, e in row.dropna().items())
-                        for d, row in seeds.iterrows())
+    seeds = conv2.groupby(["teacher", "layers", "seed"])["epoch"].max().unstack()
+    reached = "; ".join(f"L{d} ({report.TEACHER_NAMES.get(t, t)} teacher): "
+                        + ", ".join(f"seed {s} to epoch {int(e)}"
+                                    for s, e in row.dropna().items())
+                        for (t, d), row in seeds.iterrows())
     out = Markdown(markdown_table(wide, digits=3) + f"\n\nHow far the runs got: {reached}.")
 else:
     conv2 = None
