@@ -144,7 +144,7 @@ def test_grid_skips_finished_records_failures_and_resumes(tmp_path, fake_templat
     # and draw no progress bars (each update would be an output cell of the run page)
     assert [r[7] for r in executions(results)] == ["0"] * 2
     assert (first["threads"] == 1).all()
-    assert not list((results / "claims").iterdir())  # claims released
+    assert not list((results / "claims").glob("*.claim"))  # claims released
 
     (results / "fixed").touch()
     second = grid.run_grid("x", results, notebooks, template=fake_template, progress=False,
@@ -315,7 +315,7 @@ def test_dask_worker_killed_mid_setting_loses_only_that_setting(tmp_path, monkey
     finished = [r for r in executions(results) if r[0] == ids[1]]
     assert finished and all(r[1:4] == ["1", "1", "PASSIVE"] for r in finished)
     # the rerun broke the dead worker's claim; the last death leaves a stale one behind
-    left = list((results / "claims").iterdir())
+    left = list((results / "claims").glob("*.claim"))
     assert [p.stem for p in left] == [ids[3]] and claim_holder(left[0]) is None
 
 
