@@ -239,17 +239,20 @@ def _live_holder(content: bytes, mtime: float, stale_after: float) -> dict | Non
     return holder
 
 
-def _break_stale(path: Path, seen: bytes, stale_after: float) -> None:
-    """Remove the claim at ``path`` if it still holds ``seen`` and is still stale.
+def _remove_claim(path: Path, content: bytes, stale_after: float | None = None) -> None:
+    """Remove the claim at ``path`` if it still holds ``content`` (and, with
+    ``stale_after``, is still stale): a holder releasing its own claim, or a breaker.
 
-    Breakers take turns (a ``flock`` on ``.break.lock`` beside the claims), so two of them
-    judging one dead claim cannot remove a new claim made in between: a stale claim changes
-    only when a breaker removes it, and every claim's bytes are unique (its ``token``)."""
+    Removers take turns (a ``flock`` on ``.break.lock`` beside the claims), so two breakers
+    judging one dead claim cannot remove a new claim made in between, nor can a holder whose
+    claim was broken remove the one that replaced it: a claim changes only when a remover
+    removes it, and every claim's bytes are unique (its ``token``)."""
     with file_lock(path.parent / ".break.lock"):
         now = _read_claim(path)
-        if now is not None and now[0] == seen and _live_holder(*now, stale_after) is None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+        if now is None or now[0] != content:
+            return
+        if stale_after is None or _live_holder(*now, stale_after) is None:
+            os.unlink(path)
 
 
 @contextlib.contextmanager
@@ -262,7 +265,7 @@ def claim(path: str | os.PathLike, stale_after: float = 300.0, wait: float | Non
     ``{"host", "pid", "time", "token", **info}`` (``token`` makes every claim's bytes unique)
     and has its mtime refreshed by a background thread while held; it is removed on exit,
     also on an exception, if it is still this claim. A stale claim (see
-    :func:`claim_holder`) is broken (:func:`_break_stale`) and taken over. While another
+    :func:`claim_holder`) is broken (:func:`_remove_claim`) and taken over. While another
     live process holds it, wait up to ``wait`` seconds (``None``: as long as it takes),
     polling every ``poll`` s, then raise :class:`ClaimHeld`.
     """
@@ -286,7 +289,7 @@ def claim(path: str | os.PathLike, stale_after: float = 300.0, wait: float | Non
             continue  # released since: try again at once
         holder = _live_holder(*seen, stale_after)
         if holder is None:
-            _break_stale(path, seen[0], stale_after)
+            _remove_claim(path, seen[0], stale_after)
             continue
         if deadline is not None and time.monotonic() >= deadline:
             raise ClaimHeld(path, holder)
@@ -305,10 +308,7 @@ def claim(path: str | os.PathLike, stale_after: float = 300.0, wait: float | Non
     finally:
         stop.set()
         beat.join()
-        with file_lock(path.parent / ".break.lock"):  # not a claim that replaced a broken one
-            now = _read_claim(path)
-            if now is not None and now[0] == content:
-                os.unlink(path)
+        _remove_claim(path, content)  # not a claim that replaced a broken one
 
 
 def _link_new(path: Path, content: bytes) -> None:

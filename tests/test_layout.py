@@ -81,17 +81,27 @@ def _count_under_claim(claim_path, counter, n):
             counter.write_text(str(value + 1))
 
 
-def test_claim_is_exclusive_across_processes(tmp_path):
+def _start_counting(tmp_path, processes: int):
+    """``processes`` forked processes each counting to 40 under the claim ``x.claim``."""
     counter, claim_path = tmp_path / "counter", tmp_path / "claims" / "x.claim"
     counter.write_text("0")
     ctx = mp.get_context("fork")
     procs = [ctx.Process(target=_count_under_claim, args=(claim_path, counter, 40))
-             for _ in range(4)]
+             for _ in range(processes)]
     for p in procs:
         p.start()
+    return counter, claim_path, procs
+
+
+def _join(procs) -> None:
     for p in procs:
         p.join()
         assert p.exitcode == 0
+
+
+def test_claim_is_exclusive_across_processes(tmp_path):
+    counter, claim_path, procs = _start_counting(tmp_path, 4)
+    _join(procs)
     assert counter.read_text() == "160"
     assert not claim_path.exists()
 
@@ -99,23 +109,14 @@ def test_claim_is_exclusive_across_processes(tmp_path):
 def test_a_claim_is_never_seen_empty_and_is_released_only_by_its_holder(tmp_path):
     # an empty claim made a waiter take a released-then-renewed claim for the stale one it
     # had judged, and remove it: two processes inside one claim (about 1 run in 25)
-    claim_path = tmp_path / "claims" / "x.claim"
-    counter = tmp_path / "counter"
-    counter.write_text("0")
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_count_under_claim, args=(claim_path, counter, 40))
-             for _ in range(3)]
-    for p in procs:
-        p.start()
+    counter, claim_path, procs = _start_counting(tmp_path, 3)
     reads, seen = 0, set()
     while any(p.is_alive() for p in procs):
         with contextlib.suppress(FileNotFoundError):
             holder = json.loads(claim_path.read_bytes())  # raises on an empty or partial file
             reads += 1
             seen.add(holder["pid"])
-    for p in procs:
-        p.join()
-        assert p.exitcode == 0
+    _join(procs)
     assert reads > 0 and len(seen) >= 2 and counter.read_text() == "120"
     # only the leftovers of the break lock remain: no temporary claim files
     assert sorted(p.name for p in claim_path.parent.iterdir()) in ([], [".break.lock"])
