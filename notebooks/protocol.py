@@ -197,6 +197,12 @@ Markdown(report.tuning_sentences(gpu) if gpu is not None else "")
 # with the me5-small teacher, where the student starts as its own teacher, the lower of the
 # first two rates led at every evaluated epoch, so that grid was extended down to a ninth of
 # the v1 rate instead of up to three times (the table shows which rates ran at each depth).
+#
+# Most of these runs trained on the CPU. The MiniLM-taught L12 sweep, and the MiniLM
+# convergence checks at L3 and L6 below, ran on a lent H100 GPU (bf16 autocast on CUDA, six
+# and four tuning processes sharing the card); the device column says where each row
+# trained. The two devices do not round bf16 arithmetic identically, and no setting has run
+# on both, so how far that moves dev Δ is not measured.
 
 # %% tags=["remove-input"]
 # one file per teacher and process, e.g. sweep-optical-mse-minilm-l6-bf16-L2.csv

@@ -134,14 +134,22 @@ def sweep_long(path: str | Path) -> pd.DataFrame:
 
 def sweep_grid(sweep: pd.DataFrame) -> pd.DataFrame:
     """Mean dev Δ over seeds, protocols and directions per (teacher, objective, depth, lr)
-    and evaluated epoch (one column per epoch), with the seeds behind each row."""
+    and evaluated epoch (one column per epoch), with the seeds behind each row and, where
+    the table says, the devices they trained on (``cpu``, ``cuda`` or ``cpu+cuda``)."""
     per_seed = (sweep.groupby(["teacher", "method", "layers", "lr", "seed", "epoch"])["delta"]
                 .mean().reset_index())
     wide = per_seed.pivot_table(index=["teacher", "method", "layers", "lr"], columns="epoch",
                                 values="delta", aggfunc="mean")
     wide.columns = [f"epoch {e}" for e in wide.columns]
     wide["seeds"] = per_seed.groupby(["teacher", "method", "layers", "lr"])["seed"].nunique()
+    if "device" in sweep.columns:
+        wide["device"] = _devices(sweep, ["teacher", "method", "layers", "lr"])
     return wide.reset_index()
+
+
+def _devices(table: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Per group of ``keys``: the devices its rows ran on, e.g. "cpu" or "cpu+cuda"."""
+    return table.groupby(keys)["device"].agg(lambda d: "+".join(sorted(set(d.dropna()))))
 
 
 def _collapsed(per_epoch: pd.DataFrame) -> bool:
@@ -198,12 +206,14 @@ def tuning_sentences(sweep: pd.DataFrame) -> str:
 
 def convergence_table(table: pd.DataFrame) -> pd.DataFrame:
     """Dev Δ (mean over seeds) per (teacher, depth, lr) and evaluated epoch, per protocol x
-    direction and on average."""
+    direction and on average, with the device the runs trained on where the table says."""
     df = table.copy()
     df["where"] = df["task"].map(SUITE_LABELS).fillna(df["task"]) + " · " + df["protocol"]
     wide = df.pivot_table(index=["teacher", "layers", "lr", "epoch"], columns="where",
                           values="delta", aggfunc="mean")
     wide["mean"] = df.groupby(["teacher", "layers", "lr", "epoch"])["delta"].mean()
+    if "device" in df.columns:
+        wide["device"] = _devices(df, ["teacher", "layers", "lr", "epoch"])
     return wide.reset_index()
 
 

@@ -302,6 +302,23 @@ def test_a_sweep_cut_short_is_judged_where_every_seed_got_and_said_so():
     assert "and 1 epoch (" in text and "highest at the first evaluated epoch" in text
 
 
+def test_tuning_tables_say_which_device_each_setting_trained_on():
+    from optical_lib import report
+
+    rows = [{"teacher": "minilm-l6", "method": "optical+mse", "layers": d, "lr": 1e-3,
+             "seed": s, "epoch": e, "task": "flores-x-eng", "protocol": "student",
+             "delta": e / 100, "device": dev}
+            for d, devices in ((3, ("cuda", "cuda")), (6, ("cpu", "cuda")))
+            for s, dev in enumerate(devices) for e in (4, 8)]
+    table = pd.DataFrame(rows)
+    grid = report.sweep_grid(table).set_index("layers")
+    assert grid.loc[3, "device"] == "cuda" and grid.loc[6, "device"] == "cpu+cuda"
+    conv = report.convergence_table(table).set_index(["layers", "epoch"])
+    assert conv.loc[(6, 8), "device"] == "cpu+cuda" and conv.loc[(3, 4), "device"] == "cuda"
+    # tables from before the device column stay as they were
+    assert "device" not in report.sweep_grid(table.drop(columns="device")).columns
+
+
 def test_the_convergence_check_settles_the_epochs_only_with_finished_seeds():
     from optical_lib.tune import with_convergence
 
