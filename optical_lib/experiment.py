@@ -96,6 +96,10 @@ def tuned_v2(teacher: str, method: str, layers: int) -> dict:
     return dict(_tuned_v2().get((teacher, method, int(layers)), {}))
 #: Parameters that say how a setting is computed, not what: left out of every run id.
 EXECUTION_FIELDS = ("threads",)
+#: Parameters that say how a setting is computed but that run ids hashed from the start, at
+#: this value: hashed at it whatever the setting runs on, so the ids stay as published and a
+#: setting keeps its id on a GPU (``device="cuda"``). ``setting.json`` records the real value.
+HASHED_AS = {"device": "cpu"}
 #: Parameters added after results were published: left out of a run id while they hold
 #: this value, so the ids (and results) of earlier settings stay valid.
 LATER_DEFAULTS = {"sample": "fixed", "amp": None}
@@ -251,12 +255,14 @@ class ExperimentConfig:
 
     @property
     def run_id(self) -> str:
-        """A content hash of every parameter that affects the result: one id per setting.
+        """A content hash of every parameter that affects the result: one id per setting
+        (the device it runs on is not one of them: :data:`HASHED_AS`).
 
         The zero-shot baseline trains nothing, so the training parameters are left out of
         its hash (the same baseline serves every grid that contains it).
         """
-        params = {k: v for k, v in self.parameters().items() if k not in EXECUTION_FIELDS
+        params = {k: HASHED_AS.get(k, v) for k, v in self.parameters().items()
+                  if k not in EXECUTION_FIELDS
                   and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
         if self.design == "v1":
             params = {k: v for k, v in params.items() if k not in V2_ONLY}

@@ -18,6 +18,7 @@ Usage::
 
     python -m optical_lib.grid --profile quick [--dry-run] [--only RUN_ID ...]
         [--executor local|dask] [--scheduler ADDRESS] [--workers N] [--threads-per-worker T]
+        [--device cuda]
 
 **One code path.** :func:`plan` expands and validates the profile, :func:`run_setting` runs
 one setting, :func:`record_outcome` keeps ``failures.json`` and :func:`write_summary` the
@@ -64,6 +65,12 @@ retried (it is deterministic): it is recorded as failed.
 ``threads``. The count is recorded in the status table, ``grid.json`` and each setting's
 ``setting.json``. With two settings on two cores, torch's default of "all cores" per
 process makes both 10-130x slower.
+
+**Device.** ``--device cuda`` trains and encodes every setting on the GPU (checked before
+anything runs). Like the threads, the device says how a setting is computed, not what: the
+run ids stay the same (:data:`~optical_lib.experiment.HASHED_AS`), and ``setting.json``,
+the status table and ``grid.json`` record where each setting ran. Results of one setting on
+two devices are not bit-identical (bf16 is rounded differently).
 """
 
 from __future__ import annotations
@@ -325,6 +332,23 @@ def grid_status(settings: list[Setting], layout: ResultsLayout) -> pd.DataFrame:
 # --------------------------------------------------------------------------- environment
 
 
+def check_device(device: str | None, present: bool = True) -> None:
+    """Raise ``ValueError`` before any compute if ``device`` is not a torch device the study
+    runs on or (``present``) this machine has none of it (a dry run only checks the name)."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise ValueError(f"Unknown device {device!r} (e.g. cpu, cuda, cuda:1)") from exc
+    if present and kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA device on this machine")
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"--device {device}: the study runs on cpu or cuda only")
+
+
 def thread_env(threads: int) -> dict[str, str]:
     """Environment that pins a setting's kernel to ``threads`` OpenMP/MKL threads."""
     n = str(int(threads))
@@ -402,6 +426,7 @@ class Job:
     threads: int = 1
     kernel: str = "python3"
     claim_wait: float | None = None  # seconds to wait for a live claim (None: as needed)
+    device: str | None = None  # torch device of the setting (None: the setting's own, cpu)
     template: str = "notebooks/experiment.ipynb"  # where the notebook came from (as recorded)
 
 
@@ -468,13 +493,15 @@ def run_setting(job: Job) -> dict:
     Holds the setting's claim while it runs, executes the notebook into a temporary file
     with the setting's thread count, and copies it into place atomically only on success.
     Returns an outcome record: ``{"run_id", "state": "ran" | "done" | "failed",
-    "seconds", "error", "host", "pid", "threads"}``; it never raises for a failed notebook.
+    "seconds", "error", "host", "pid", "threads", "device"}``; it never raises for a failed
+    notebook.
     """
     import papermill
 
     layout = ResultsLayout(Path(job.results), Path(job.notebooks))
     outcome = {"run_id": job.run_id, "state": "done", "seconds": 0.0, "error": None,
-               "host": socket.gethostname(), "pid": os.getpid(), "threads": job.threads}
+               "host": socket.gethostname(), "pid": os.getpid(), "threads": job.threads,
+               "device": job.device or job.params.get("device", "cpu")}
     if layout.is_finished(job.run_id):
         return outcome
     problems = environment_problems()
@@ -495,6 +522,7 @@ def run_setting(job: Job) -> dict:
                         str(source), str(target), kernel_name=job.kernel, progress_bar=False,
                         kernel_manager_class=kernel_manager_class(),
                         parameters={**job.params, "threads": job.threads,
+                                    **({"device": job.device} if job.device else {}),
                                     "results_dir": project_path(layout.runs)},
                         cwd=str(PROJECT_ROOT))
                 if not layout.results_file(job.run_id).exists():
@@ -593,7 +621,7 @@ def _run_dask(jobs: list[Job], bar: tqdm, client) -> Iterator[dict]:
             except Exception as exc:  # KilledWorker (died too often), cancelled, ...
                 outcome = {"run_id": job.run_id, "state": "failed", "seconds": None,
                            "error": f"{type(exc).__name__}: {exc}", "host": None, "pid": None,
-                           "threads": job.threads}
+                           "threads": job.threads, "device": job.device}
             future.release()
             refill()
             bar.set_postfix_str(job.run_id)
@@ -646,15 +674,17 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
              template: Path = TEMPLATE, kernel: str = "python3", progress: bool = True,
              executor: str = "local", scheduler: str | None = None, workers: int | None = None,
              threads: int | None = None, only: Iterable[str] | None = None, retries: int = 2,
-             client=None) -> pd.DataFrame:
+             client=None, device: str | None = None) -> pd.DataFrame:
     """Run every pending setting of ``profile`` (or those in ``only``) with ``executor``;
     return a status table (one row each). ``client``: an existing ``distributed.Client``
-    (implies the Dask executor)."""
+    (implies the Dask executor). ``device``: the torch device every setting trains and
+    encodes on (e.g. ``cuda``; None: each setting's own, the CPU); not part of run ids."""
     if executor not in EXECUTORS:
         raise ValueError(f"Unknown executor {executor!r} (choose from {', '.join(EXECUTORS)})")
     if executor == "local" and client is None and (scheduler or (workers or 1) > 1):
         raise ValueError("--scheduler and --workers > 1 need --executor dask")
     threads = 1 if threads is None else int(threads)
+    check_device(device, present=not dry_run)
     layout = ResultsLayout(Path(results_dir), Path(notebooks_dir))
     settings = plan(profile)
     chosen = select(settings, only)
@@ -672,7 +702,7 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
     by_id = {s.run_id: s for s in chosen}
     jobs = [Job(s.run_id, s.params, prepare_notebook(Path(template), s, profile),
                 str(layout.root), str(layout.notebooks), profile, threads, kernel,
-                template=project_path(Path(template)))
+                template=project_path(Path(template)), device=device)
             for s in chosen if not layout.is_finished(s.run_id)]
     failures = load_failures(layout, profile)
     outcomes = {}
@@ -690,8 +720,10 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
             status.loc[i, "state"] = (f"ran in {o['seconds']:.0f}s" if o["state"] == "ran"
                                       else o["state"])
     status["threads"] = threads
+    status["device"] = [outcomes.get(r, {}).get("device") for r in status["run_id"]]
     status["host"] = [outcomes.get(r, {}).get("host") for r in status["run_id"]]
-    write_summary(layout, profile, settings, info if outcomes else None)
+    write_summary(layout, profile, settings, {**info, "device": device or "cpu"}
+                  if outcomes else None)
     return status
 
 
@@ -751,6 +783,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="LocalCluster worker processes (default: cores // threads)")
     parser.add_argument("--threads-per-worker", type=int, default=None, dest="threads",
                         help="torch/OpenMP threads per setting (default 1)")
+    parser.add_argument("--device", default=None,
+                        help="torch device of every setting, e.g. cuda (default: the CPU); "
+                             "not part of run ids, recorded in setting.json and grid.json")
     parser.add_argument("--retries", type=int, default=2,
                         help="reruns of a setting whose worker died (LocalCluster)")
     parser.add_argument("--results", type=Path, default=ResultsLayout().root)
@@ -761,7 +796,7 @@ def main(argv: list[str] | None = None) -> int:
         status = run_grid(args.profile, args.results, args.notebooks, dry_run=args.dry_run,
                           template=args.template, executor=args.executor,
                           scheduler=args.scheduler, workers=args.workers, threads=args.threads,
-                          only=args.only, retries=args.retries)
+                          only=args.only, retries=args.retries, device=args.device)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

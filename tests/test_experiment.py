@@ -68,8 +68,12 @@ def test_parameters_resolve_to_one_frozen_config():
     none = of(method="none", layers=6)
     assert none.run_id == of(method="none", layers=6, lr=1.0, k_langs=2).run_id
     assert none.run_id != of(method="none", layers=6, seed=1).run_id
-    # how a setting is computed (threads) is not what it computes
+    # how a setting is computed (threads, device) is not what it computes
     assert of(layers=6, threads=1).run_id == of(layers=6, threads=2).run_id
+    assert of(layers=6, device="cuda").run_id == of(layers=6).run_id
+    v2 = of(design="v2", layers=2, amp="bf16", k_langs=4)
+    assert of(**{**v2.parameters(), "device": "cuda"}).run_id == v2.run_id
+    assert of(**{**v2.parameters(), "device": "cuda"}).to_dict()["device"] == "cuda"
     # the configuration holds one DistillConfig; the flat parameters round-trip
     assert config.training.student_layers == 6 and config.training.teacher == config.model
     assert of(**config.parameters()) == config

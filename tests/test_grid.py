@@ -57,13 +57,14 @@ with open(root / "executions.log", "a") as log:
     log.write(f"{config.run_id} {threads} {os.environ.get('OMP_NUM_THREADS')} "
               f"{os.environ.get('OMP_WAIT_POLICY')} {started:.3f} {time.time():.3f} "
               f"{json.loads(get_connection_info())['transport']} "
-              f"{os.environ.get('OPTICAL_PROGRESS')}\\n")
+              f"{os.environ.get('OPTICAL_PROGRESS')} {device}\\n")
 '''
 
 
 def make_template(path: Path, sleep: float = 0.0) -> Path:
     params = new_code_cell(f'layers = 2\nmethod = "none"\nk_langs = 8\neval_xquad = None\n'
-                           f'results_dir = ""\nthreads = None\nsleep = {sleep}')
+                           f'results_dir = ""\nthreads = None\ndevice = "as-in-template"\n'
+                           f'sleep = {sleep}')
     params.metadata["tags"] = ["parameters"]
     nb = new_notebook(cells=[new_markdown_cell("# template"), params, new_code_cell(FAKE_BODY)])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -185,6 +186,38 @@ def test_only_runs_the_named_settings(tmp_path, fake_template, monkeypatch):
     with pytest.raises(ValueError, match=f"Unknown run id.*'nope'.*valid: {IDS[0]}"):
         grid.run_grid("x", results, notebooks, only=["nope"], dry_run=True)
     assert grid.main(["--profile", "smoke", "--only", "nope", "--dry-run"]) == 2
+
+
+def test_the_device_reaches_every_setting_and_a_missing_one_fails_first(
+        tmp_path, fake_template, monkeypatch):
+    monkeypatch.setattr(grid, "profile_settings", lambda profile: SETTINGS[:2])
+    results, notebooks = tmp_path / "results", tmp_path / "nb"
+    for bad, message in (("cuda", "no CUDA device"), ("meta", "cpu or cuda only"),
+                         ("nonsense", "Unknown device")):
+        if bad == "cuda" and torch_cuda():
+            continue
+        with pytest.raises(ValueError, match=message):
+            grid.run_grid("x", results, notebooks, template=fake_template, progress=False,
+                          device=bad)
+        assert not (results / "starts.log").exists()  # refused before any setting ran
+    assert len(grid.run_grid("x", results, notebooks, dry_run=True, device="cuda")) == 2
+    with pytest.raises(ValueError, match="Unknown device"):  # a dry run checks the name
+        grid.run_grid("x", results, notebooks, dry_run=True, device="nonsense")
+    grid.run_grid("x", results, notebooks, template=fake_template, progress=False,
+                  only=[IDS[0]])  # no device: the notebook keeps its own default
+    status = grid.run_grid("x", results, notebooks, template=fake_template, progress=False,
+                           device="cpu")
+    assert status["device"].isna().tolist() == [True, False]  # the first had run before
+    assert status["device"][1] == "cpu"
+    assert [row[-1] for row in executions(results)] == ["as-in-template", "cpu"]
+    layout = ResultsLayout(results, notebooks)
+    assert json.loads(layout.grid_file("x").read_text())["device"] == "cpu"
+
+
+def torch_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def test_untuned_v2_settings_are_refused_before_anything_runs(tmp_path, monkeypatch):
