@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -514,9 +515,14 @@ def verify_data(config: ExperimentConfig, data_root: Path | None = None) -> dict
     return digests
 
 
+#: Environment variable naming the commit of a copied checkout that has no ``.git``.
+COMMIT_ENV = "OPTICAL_COMMIT"
+
+
 def git_commit() -> str | None:
     """The project's commit (with ``-dirty`` if the working tree differs), if it is a
-    git checkout."""
+    git checkout; else ``OPTICAL_COMMIT`` if set (a copy of a checkout without ``.git``,
+    e.g. on a GPU machine, names the commit it was copied from), else None."""
     import subprocess
 
     def git(*args: str) -> str:
@@ -527,7 +533,7 @@ def git_commit() -> str | None:
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.SubprocessError):
-        return None
+        return os.environ.get(COMMIT_ENV) or None
     return commit + ("-dirty" if dirty else "")
 
 

@@ -238,3 +238,16 @@ def test_every_file_a_setting_reads_is_checked_before_compute(tmp_path):
     target.write_bytes(target.read_bytes()[:-1] + b"X")  # one byte changed
     with pytest.raises(ChecksumError, match="tatoeba.swh-eng.swh"):
         verify_data(config, tmp_path)
+
+
+def test_a_copy_without_git_names_its_commit_only_through_the_environment(monkeypatch,
+                                                                          tmp_path):
+    from optical_lib import experiment
+
+    if (experiment.PROJECT_ROOT / ".git").exists():
+        assert experiment.git_commit() is not None  # this checkout
+    monkeypatch.setattr(experiment, "PROJECT_ROOT", tmp_path)  # a copy without .git
+    monkeypatch.delenv(experiment.COMMIT_ENV, raising=False)
+    assert experiment.git_commit() is None
+    monkeypatch.setenv(experiment.COMMIT_ENV, "0123abc")
+    assert experiment.git_commit() == "0123abc"
