@@ -94,7 +94,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from .evaluate import read_results, write_results
-from .experiment import DEFAULT_LR, ExperimentConfig, tuned_v2, validate
+from .experiment import DEFAULT_LR, ExperimentConfig, data_folders, tuned_v2, validate
 from .layout import ResultsLayout, atomic_copy, atomic_write_json, claim
 from .multiway import STUDY_BUDGETS
 from .paths import CACHE_ENV, DATA_ENV, PROGRESS_ENV, PROJECT_ROOT, cache_dir, data_dir
@@ -370,9 +370,10 @@ def _environ(env: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def environment_problems() -> list[str]:
-    """What this machine lacks to run a setting: the data directory (every folder of the
-    data manifest) and the converted model in the cache. Cheap: checks paths only."""
+def environment_problems(folders: Iterable[str] | None = None) -> list[str]:
+    """What this machine lacks to run a setting: the data directory (the ``folders`` of it
+    that the settings read, :func:`~optical_lib.experiment.data_folders`; None: every folder
+    of the data manifest) and the converted model in the cache. Cheap: checks paths only."""
     from .fetch import read_manifest
     from .models import ME5_SMALL
 
@@ -382,8 +383,9 @@ def environment_problems() -> list[str]:
     except FileNotFoundError as exc:
         problems.append(f"{host}: {exc}")
     else:
-        folders = sorted({e.path.split("/")[0] for e in read_manifest()})
-        missing = [f for f in folders if not (root / f).is_dir()]
+        if folders is None:
+            folders = {e.path.split("/")[0] for e in read_manifest()}
+        missing = [f for f in sorted(folders) if not (root / f).is_dir()]
         if missing:
             problems.append(f"{host}: the data directory {root} lacks {', '.join(missing)} "
                             f"(set {DATA_ENV} to a copy of the data, or run `make data`)")
@@ -504,7 +506,7 @@ def run_setting(job: Job) -> dict:
                "device": job.device or job.params.get("device", "cpu")}
     if layout.is_finished(job.run_id):
         return outcome
-    problems = environment_problems()
+    problems = environment_problems(data_folders(config_of(job.params)))
     if problems:
         return {**outcome, "state": "failed", "error": "; ".join(problems)}
     with claim(layout.claim_file(job.run_id), stale_after=CLAIM_STALE_S, wait=job.claim_wait,
@@ -708,8 +710,9 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
     outcomes = {}
     bar_args = {"total": len(jobs), "desc": f"grid {profile}", "unit": "run",
                 "disable": not progress, "smoothing": 0}
+    folders = sorted({f for job in jobs for f in data_folders(config_of(job.params))})
     with open_executor(executor, bool(jobs), threads, scheduler, workers, retries, client,
-                       progress) as (run, info), tqdm(**bar_args) as bar:
+                       progress, folders) as (run, info), tqdm(**bar_args) as bar:
         for outcome in run(jobs, bar):
             record_outcome(layout, profile, failures, outcome, by_id[outcome["run_id"]].params)
             outcomes[outcome["run_id"]] = outcome
@@ -730,7 +733,7 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
 @contextlib.contextmanager
 def open_executor(executor: str, work: bool, threads: int, scheduler: str | None = None,
                   workers: int | None = None, retries: int = 2, client=None,
-                  progress: bool = True) -> Iterator[tuple]:
+                  progress: bool = True, folders: list[str] | None = None) -> Iterator[tuple]:
     """Yield ``(run, info)``: ``run(jobs, bar)`` yields one outcome of :func:`run_setting`
     per job, wherever the executor runs it; ``info`` records how (for ``grid.json``). When
     there is ``work``, the environment is checked (and the model cache built once, here)
@@ -739,27 +742,29 @@ def open_executor(executor: str, work: bool, threads: int, scheduler: str | None
         prepare_model_cache()  # once, on the client: never built by two settings at once
     if executor == "local" and client is None:
         if work:
-            ensure_environment(environment_problems(), "this machine")
+            ensure_environment(environment_problems(folders), "this machine")
         yield _run_local, {"executor": "local", "workers": 1, "threads_per_worker": threads}
         return
     with contextlib.ExitStack() as stack:
         if client is None:
             client = stack.enter_context(dask_client(scheduler, workers, threads, retries))
         if work:
-            _check_workers(client, progress)
+            _check_workers(client, progress, folders)
         info = {"executor": "dask", "workers": len(client.scheduler_info().get("workers", {})),
                 "threads_per_worker": threads, "scheduler": scheduler}
         yield functools.partial(_run_dask, client=client), info
 
 
-def _check_workers(client, progress: bool, wait: float = 120.0) -> None:
+def _check_workers(client, progress: bool, folders: list[str] | None = None,
+                   wait: float = 120.0) -> None:
     """Every connected worker has the data and the model cache (before any setting runs)."""
     try:
         client.wait_for_workers(1, timeout=wait)
     except TimeoutError as exc:
         raise RuntimeError(f"No Dask worker joined the scheduler within {wait:.0f} s "
                            "(are the worker jobs queued? `squeue -u $USER`)") from exc
-    problems = [p for found in client.run(environment_problems).values() for p in found]
+    problems = [p for found in client.run(environment_problems, folders).values()
+                for p in found]
     ensure_environment(sorted(set(problems)), "on the Dask workers")
     if progress:
         info = client.scheduler_info()

@@ -290,6 +290,15 @@ def test_workers_missing_data_or_model_fail_before_any_setting(tmp_path, monkeyp
     problems = grid.environment_problems()
     assert "lacks" in problems[0] and "tatoeba-v1" in problems[0]
     assert "model cache" in problems[1] and "make model" in problems[1]
+    # only what the settings read: a v2 setting on FLORES needs neither Tatoeba nor Bibles
+    v2 = grid.config_of({"design": "v2", "layers": 2, "method": "none",
+                         "eval_tatoeba": [], "eval_xquad": []})
+    needed = grid.data_folders(v2)
+    assert needed == ["flores-200"]
+    assert "lacks flores-200 (" in grid.environment_problems(needed)[0]
+    (tmp_path / "nodata" / "flores-200").mkdir()
+    assert not any("lacks" in p for p in grid.environment_problems(needed))
+    assert any("lacks bible-corpus" in p for p in grid.environment_problems())
 
 
 @pytest.fixture
