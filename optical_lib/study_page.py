@@ -216,27 +216,32 @@ def page_state(inv: pd.DataFrame) -> str:
     return "complete" if len(core) and bool(core["finished"].all()) else "interim"
 
 
-def _hours(part: pd.DataFrame) -> tuple[float, float]:
+def _hours(part: pd.DataFrame) -> tuple[float, float, float]:
+    """Wall-clock hours of the runs, CPU-hours of those that ran on a CPU (duration times
+    threads) and GPU-hours of those that ran on a GPU (duration: one GPU each)."""
     seconds = part["seconds"].astype(float)
-    cpu = (seconds * part["threads"].astype(float)).sum(min_count=1)
-    return seconds.sum(min_count=1) / 3600, cpu / 3600
+    on_gpu = part["device"].fillna("cpu").astype(str).str.startswith("cuda")
+    cpu = (seconds * part["threads"].astype(float))[~on_gpu].sum(min_count=1)
+    gpu = seconds[on_gpu].sum(min_count=1)
+    return seconds.sum(min_count=1) / 3600, cpu / 3600, gpu / 3600
 
 
 def status_table(inv: pd.DataFrame) -> pd.DataFrame:
     """Per group (core, arms, baselines) and in total: settings planned, finished and
-    pending, the draws complete in every cell, and the wall-clock and CPU hours of the
-    finished ones (papermill's duration of each run notebook, times its threads)."""
+    pending, the draws complete in every cell, and the wall-clock, CPU and GPU hours of
+    the finished ones (papermill's duration of each run notebook; on a CPU times its
+    threads)."""
     rows = []
     for group in [*groups(inv), "total"]:
         g = inv if group == "total" else inv[inv["group"] == group]
         done = g[g["finished"]]
-        wall, cpu = _hours(done)
+        wall, cpu, gpu = _hours(done)
         draws = ""
         if group not in (BASELINES, "total"):
             draws = f"{len(complete_draws(inv, group))} of {g['draw'].nunique()}"
         rows.append({"group": group, "settings": len(g), "finished": len(done),
                      "pending": len(g) - len(done), "draws complete": draws,
-                     "wall-hours": wall, "CPU-hours": cpu})
+                     "wall-hours": wall, "CPU-hours": cpu, "GPU-hours": gpu})
     return pd.DataFrame(rows)
 
 
@@ -256,7 +261,7 @@ def status_facts(inv: pd.DataFrame, profile: str) -> dict[str, str]:
     done = inv[inv["finished"]]
     core = inv[inv["group"] == CORE]
     state = page_state(inv)
-    wall, cpu = _hours(done)
+    wall, cpu, gpu = _hours(done)
     per_group = "; ".join(f"{g}: {int(inv[inv['group'] == g]['finished'].sum())} of "
                           f"{int((inv['group'] == g).sum())}" for g in groups(inv))
     timed = int(done["seconds"].notna().sum())
@@ -278,6 +283,7 @@ def status_facts(inv: pd.DataFrame, profile: str) -> dict[str, str]:
         "core_description": group_description(inv, CORE) or "no trained setting",
         "study_wall_hours": _hours_text(wall),
         "study_cpu_hours": _hours_text(cpu),
+        "study_gpu_hours": _hours_text(gpu),
         "study_timed": f"{timed} of {len(done)}",
         "study_threads": _values(done["threads"]),
         "study_machine": (f"device {_values(done['device'])}, torch {_values(done['torch'])}"

@@ -163,6 +163,17 @@ def test_inventory_groups_and_status_counts(tmp_path):
     assert facts["study_state"] == "interim" and facts["study_threads"] == str(THREADS)
     assert facts["core_description"] == ("centred OPTICAL + MSE, me5-small teacher, "
                                          "1,984 pairs, with relatives, bf16")
+    assert status.loc["total", "GPU-hours"] == 0 or pd.isna(status.loc["total", "GPU-hours"])
+    # a run on a GPU counts in GPU-hours (its duration), not in CPU-hours
+    first = layout.setting_file(inv.loc[inv["finished"], "run_id"].iloc[0])
+    record = json.loads(first.read_text())
+    first.write_text(json.dumps({**record, "config": {**record["config"], "device": "cuda"}}))
+    on_gpu = page.status_table(page.inventory(layout.root, runs_dir=layout.notebooks,
+                                              settings=settings)).set_index("group")
+    assert on_gpu.loc["total", "GPU-hours"] == pytest.approx(SECONDS / 3600)
+    assert on_gpu.loc["total", "CPU-hours"] == pytest.approx(
+        (finished - 1) * SECONDS * THREADS / 3600)
+    first.write_text(json.dumps(record))
     # a run whose notebook is missing is not finished (the grid reruns it)
     layout.notebook(inv["run_id"].iloc[0]).unlink()
     again = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
