@@ -195,8 +195,9 @@ Markdown(report.tuning_sentences(gpu) if gpu is not None else "")
 # centred OPTICAL's (a third of, equal to and three times the v1 rate) because nine times and a
 # ninth were far from the best there; the rule flags a choice on the edge of what ran. At L12
 # with the me5-small teacher, where the student starts as its own teacher, the lower of the
-# first two rates led at every evaluated epoch, so that grid was extended down to a ninth of
-# the v1 rate instead of up to three times (the table shows which rates ran at each depth).
+# first two rates led at every evaluated epoch, so that grid was extended downwards instead
+# of up to three times: one factor of three at a time while the lowest rate still led, to an
+# 81st of the v1 rate (the table shows which rates ran at each depth).
 #
 # Most of these runs trained on the CPU. The MiniLM-taught L12 sweep, and the MiniLM
 # convergence checks at L3 and L6 below, ran on a lent H100 GPU (bf16 autocast on CUDA, six
