@@ -42,15 +42,17 @@ notebooks: $(STAMP) ## sync each notebooks/*.ipynb with its paired py:percent fi
 	$(VENV)/bin/jupytext --sync notebooks/*.py
 
 # where the grid's settings run: EXECUTOR=local (this process) or dask (WORKERS processes of a
-# LocalCluster, or SCHEDULER=tcp://host:8786); THREADS torch/OpenMP threads per setting
+# LocalCluster, or SCHEDULER=tcp://host:8786); THREADS torch/OpenMP threads per setting;
+# DEVICE=cuda trains and encodes on a GPU (run ids do not change)
 EXECUTOR ?= local
 WORKERS ?=
 THREADS ?= 1
 SCHEDULER ?=
+DEVICE ?=
 GRID_ARGS ?=
-GRID_OPTS := --executor $(EXECUTOR) --threads-per-worker $(THREADS) $(if $(WORKERS),--workers $(WORKERS),) $(if $(SCHEDULER),--scheduler $(SCHEDULER),) $(GRID_ARGS)
+GRID_OPTS := --executor $(EXECUTOR) --threads-per-worker $(THREADS) $(if $(WORKERS),--workers $(WORKERS),) $(if $(SCHEDULER),--scheduler $(SCHEDULER),) $(if $(DEVICE),--device $(DEVICE),) $(GRID_ARGS)
 
-grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=..., EXECUTOR=local|dask, WORKERS=N, THREADS=T, SCHEDULER=addr)
+grid: $(STAMP) ## run the papermill grid, resumably (PROFILE=..., EXECUTOR=local|dask, WORKERS=N, THREADS=T, SCHEDULER=addr, DEVICE=cuda)
 	OMP_NUM_THREADS=$(THREADS) $(PY) -m optical_lib.grid --profile $(PROFILE) $(GRID_OPTS)
 
 # the results page (design v2) shows PROFILE when it is a v2 study profile, else full; the
