@@ -255,10 +255,6 @@ def execute(results_dir: str | Path = "results", book_dir: str | Path = "book",
     return atomic_write(Path(book_dir) / "protocol.ipynb", nbformat.writes(executed))
 
 
-if __name__ == "__main__":
-    print(execute())
-
-
 #: A teacher gap smaller than this (nDCG@10) leaves the share undefined (NaN).
 MIN_GAP = 0.05
 
@@ -329,3 +325,20 @@ def ablation_sentences(table: pd.DataFrame | None) -> str:
 #: says what each one does).
 PROTOCOL_LABELS = {"teacher": "OPTICAL's protocol", "student": "student protocol",
                    "lexical": "BM25"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        description="Execute notebooks/protocol.ipynb on the committed results into "
+                    "book/protocol.ipynb (the protocol-v2 page)")
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--book", type=Path, default=Path("book"))
+    args = parser.parse_args(argv)
+    print(execute(args.results, args.book))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -536,3 +536,16 @@ def test_the_learning_curve_table_orders_budgets_under_their_zero_shot_model():
                                     "L2 · 31,744 pairs", "L2 · whole pool"]
     assert table.iloc[:, 0].tolist() == [0.2, 0.05, 0.1, 0.3, 0.4]
     assert report.curve_table(curve, base, "teacher").iloc[2:, 0].tolist() == [1.1, 1.3, 1.4]
+
+
+def test_the_report_command_answers_help_without_executing_the_page(monkeypatch, capsys):
+    from optical_lib import report
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--help executed the protocol page")
+
+    monkeypatch.setattr(report, "execute", refuse)
+    with pytest.raises(SystemExit) as exit_:
+        report.main(["--help"])
+    assert exit_.value.code == 0
+    assert "book/protocol.ipynb" in capsys.readouterr().out
