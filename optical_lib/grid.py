@@ -574,13 +574,42 @@ def write_summary(layout: ResultsLayout, profile: str, settings: list[Setting],
     summary = pd.concat([read_results(p) for p in finished], ignore_index=True)
     for suffix in (".csv", ".parquet"):
         write_results(summary, layout.summary(profile, suffix), columns=list(summary.columns))
+    write_grid_file(layout, profile, settings, run_info)
+    return summary
+
+
+def write_grid_file(layout: ResultsLayout, profile: str, settings: list[Setting],
+                    run_info: dict | None) -> None:
+    """``grid.json``: the profile's run ids in order and how the last grid run that computed
+    something was executed (``run_info=None`` keeps what the file says)."""
     grid_file = layout.grid_file(profile)
     if run_info is None and grid_file.exists():  # nothing ran: keep how the results were made
         run_info = {k: v for k, v in json.loads(grid_file.read_text()).items()
                     if k not in ("profile", "run_ids")}
     atomic_write_json(grid_file, {
         "profile": profile, "run_ids": [s.run_id for s in settings], **(run_info or {})})
-    return summary
+
+
+def refresh_grid_files(layout: ResultsLayout | None = None) -> dict[str, list[str]]:
+    """Re-make the ``grid.json`` of every profile that has one and whose planned run ids
+    changed: a new tuning choice (``tune --choose``) changes the ids of the settings it
+    tunes, and a stale file would list settings no profile plans. Returns, per re-made
+    profile, the *finished* runs that left it (superseded: their files stay, no profile
+    reads them; empty when only pending settings changed)."""
+    layout = layout or ResultsLayout()
+    remade = {}
+    for profile in PROFILES:
+        grid_file = layout.grid_file(profile)
+        if not grid_file.exists():
+            continue
+        settings = plan(profile)
+        old = json.loads(grid_file.read_text())["run_ids"]
+        new = [s.run_id for s in settings]
+        if old == new:
+            continue
+        write_grid_file(layout, profile, settings, None)
+        remade[profile] = [r for r in old if r not in set(new) and layout.is_finished(r)]
+    return remade
 
 
 # --------------------------------------------------------------------------- executors

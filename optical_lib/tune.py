@@ -459,11 +459,27 @@ def main_choose(argv: list[str]) -> int:
             print(f"{r['teacher']} {r['method']} L{r['layers']} lr={r['lr']:.3g} "
                   f"epochs={r['epochs']} ({r['epochs_from']}) used={r['used']}")
         return 0
-    out = ResultsLayout(args.results).tuning_v2 / "chosen.json"
+    layout = ResultsLayout(args.results)
+    out = layout.tuning_v2 / "chosen.json"
     atomic_write_json(out, record)
     print(pd.DataFrame(record["choices"]).to_string(index=False))
     print(f"objective {record['objective']}, {record['precision']}; written to {out}")
+    _refresh_grid_files(layout)
     return 0
+
+
+def _refresh_grid_files(layout: ResultsLayout) -> None:
+    """A new choice changes the run ids of the settings it tunes: re-make the profiles'
+    ``grid.json`` and say which finished runs it supersedes."""
+    from . import experiment
+    from .grid import refresh_grid_files
+
+    experiment._tuned_v2.cache_clear()  # the settings read the file just written
+    for profile, superseded in refresh_grid_files(layout).items():
+        print(f"{layout.grid_file(profile)}: re-made (run ids changed)")
+        if superseded:
+            print(f"  warning: {len(superseded)} finished run(s) are no longer planned by "
+                  f"{profile} (superseded; their files stay): {', '.join(superseded)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,6 +130,30 @@ def test_the_committed_tuning_choice_is_what_the_rule_gives():
     assert json.loads(path.read_text()) == json.loads(json.dumps(study_choice()))
 
 
+
+def test_tune_choose_writes_the_rules_choice_and_re_makes_stale_grid_files(tmp_path, capsys):
+    import shutil
+
+    from optical_lib import tune
+
+    committed = ResultsLayout().tuning_v2
+    if not (committed / "chosen.json").exists():
+        pytest.skip("no tuning choice committed yet")
+    results = tmp_path / "results"
+    shutil.copytree(committed, results / "tuning-v2")
+    # the objective rule reads the ablation's runs (linked: read only) and its grid file
+    (results / "runs").symlink_to(ResultsLayout().root.resolve() / "runs")
+    shutil.copytree(ResultsLayout().profile_dir("ablation"), results / "ablation")
+    (results / "tuning-v2" / "chosen.json").unlink()
+    stale = ResultsLayout(results).grid_file("curve")
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps({"profile": "curve", "run_ids": ["v2-stale"]}))
+    assert tune.main(["--choose", "--results", str(results)]) == 0
+    written = json.loads((results / "tuning-v2" / "chosen.json").read_text())
+    assert written == json.loads((committed / "chosen.json").read_text())
+    assert "v2-stale" not in json.loads(stale.read_text())["run_ids"]
+    assert "curve/grid.json: re-made" in capsys.readouterr().out
+
 def committed_profiles() -> list[str]:
     from optical_lib.grid import PROFILES
     from optical_lib.layout import ResultsLayout

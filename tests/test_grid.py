@@ -237,6 +237,42 @@ def test_untuned_v2_settings_are_refused_before_anything_runs(tmp_path, monkeypa
     assert grid.untuned(grid.plan("x")) == []
 
 
+
+def test_a_new_tuning_choice_re_makes_stale_grid_files(tmp_path, monkeypatch):
+    """``tune --choose`` re-makes the grid.json of profiles whose run ids the new choice
+    changed (a stale file failed CI once), keeps the record of how the grid ran, leaves
+    unchanged profiles alone and names finished runs that the change supersedes."""
+    epochs = {"value": 12}
+    base = {"design": "v2", "layers": 2, "method": "optical+mse", "lr": 1e-3,
+            "eval_tatoeba": [], "eval_xquad": []}
+
+    def settings(profile):
+        tuned = [{**base, "k_langs": k, "epochs": epochs["value"]} for k in (1, 8)]
+        return [{"design": "v2", "method": "bm25"}] + (tuned if profile == "x" else [])
+
+    monkeypatch.setattr(grid, "PROFILES", ("x", "y", "z"))
+    monkeypatch.setattr(grid, "profile_settings", settings)
+    layout = ResultsLayout(tmp_path / "results", tmp_path / "notebooks")
+    for profile in ("x", "y"):
+        grid.write_grid_file(layout, profile, grid.plan(profile), {"executor": "dask"})
+    old = json.loads(layout.grid_file("x").read_text())["run_ids"]
+    before_y = layout.grid_file("y").read_bytes()
+    finished = old[1]  # the k = 1 setting had run; k = 8 had not
+    layout.results_file(finished).parent.mkdir(parents=True)
+    layout.results_file(finished).write_text("[]")
+    layout.notebook(finished).parent.mkdir(parents=True)
+    layout.notebook(finished).write_text("{}")
+
+    assert grid.refresh_grid_files(layout) == {}  # nothing changed: nothing re-made
+    epochs["value"] = 16  # the new choice
+    assert grid.refresh_grid_files(layout) == {"x": [finished]}
+    remade = json.loads(layout.grid_file("x").read_text())
+    assert remade["run_ids"] == [s.run_id for s in grid.plan("x")] != old
+    assert remade["run_ids"][0] == old[0]  # BM25 takes no tuning
+    assert remade["executor"] == "dask"
+    assert layout.grid_file("y").read_bytes() == before_y
+    assert not layout.grid_file("z").exists()  # no file: none is made
+
 HOLDER = """
 import shutil, sys, time
 from pathlib import Path
