@@ -34,7 +34,7 @@ import pandas as pd
 from IPython.display import Markdown
 from myst_nb import glue
 
-from optical_lib import plots, report
+from optical_lib import multiway, plots, report
 from optical_lib.analysis import markdown_table
 
 base, base_missing = report.load_profile(results_dir, "baselines")
@@ -351,11 +351,15 @@ out
 #
 # The `curve` profile distils each depth with the study's objective (in bf16) on growing
 # prefixes of the whole shuffled pool
-# (NTREX-128 and Tatoeba pairs of the training languages, 1,984 to about 212,000 pairs; pairs
-# whose English side is an evaluation sentence are left out). Unlike the core grid, the
+# (NTREX-128 and Tatoeba pairs of the training languages, from 1,984 pairs to the whole pool
+# of {glue:text}`curve_pool_pairs` pairs; pairs whose English side is an evaluation sentence
+# are left out). Unlike the core grid, the
 # English side is **not** held fixed here: more pairs means more English content as well as
 # more languages. It asks how far bitext distillation takes each depth and whether any small
 # student reaches BM25.
+
+# %% tags=["remove-cell"]
+glue("curve_pool_pairs", f"{multiway.pool_size():,}", display=False)
 
 # %% tags=["remove-input"]
 curve, curve_missing = report.load_profile(results_dir, "curve")
