@@ -491,10 +491,14 @@ def data_folders(config: ExperimentConfig) -> list[str]:
         folders = ["flores-200"]
         if config.trains:
             folders.append("ntrex-128")
+        if config.trains and config.sample == "pool":
+            # the learning-curve pool adds Tatoeba pairs and leaves out every evaluation
+            # English sentence, XQuAD-R's included (multiway.evaluation_english)
+            folders += ["tatoeba-v1", "xquad-r"]
         if config.split == "eval":
             folders += (["tatoeba-v1"] if config.eval_tatoeba else []) + (
                 ["xquad-r"] if config.eval_xquad else [])
-        return folders
+        return list(dict.fromkeys(folders))
     return ["tatoeba-v1"] + (["xquad-r"] if config.eval_xquad else [])
 
 

@@ -335,6 +335,11 @@ def test_workers_missing_data_or_model_fail_before_any_setting(tmp_path, monkeyp
     (tmp_path / "nodata" / "flores-200").mkdir()
     assert not any("lacks" in p for p in grid.environment_problems(needed))
     assert any("lacks bible-corpus" in p for p in grid.environment_problems())
+    # the learning-curve pool reads Tatoeba pairs and XQuAD-R's English (left out of it)
+    pool = grid.config_of({"design": "v2", "layers": 2, "method": "optical+mse", "lr": 1e-3,
+                           "epochs": 1, "sample": "pool", "budget": 1984,
+                           "eval_tatoeba": [], "eval_xquad": []})
+    assert grid.data_folders(pool) == ["flores-200", "ntrex-128", "tatoeba-v1", "xquad-r"]
 
 
 @pytest.fixture
