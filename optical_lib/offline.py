@@ -152,8 +152,10 @@ def download_wheels(pins: dict[str, str], dest: Path, python: str,
     tags = [a for p in platforms for a in ("--platform", p)]
     base = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
             "--python-version", python, "--implementation", "cp", *tags, "-d", str(dest)]
-    for name, version in pins.items():
-        spec = f"{name}=={version}"
+    specs = [f"{name}=={version}" for name, version in pins.items()]
+    if subprocess.run([*base, *specs], capture_output=True).returncode == 0:
+        return sorted(dest.glob("*.whl"))  # one call for all (the usual case)
+    for spec in specs:  # one at a time, to build the ones PyPI has no wheel of
         got = subprocess.run([*base, spec], capture_output=True, text=True)
         if got.returncode != 0:
             built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
