@@ -608,7 +608,8 @@ def refresh_grid_files(layout: ResultsLayout | None = None) -> dict[str, list[st
         if old == new:
             continue
         write_grid_file(layout, profile, settings, None)
-        remade[profile] = [r for r in old if r not in set(new) and layout.is_finished(r)]
+        planned = set(new)
+        remade[profile] = [r for r in old if r not in planned and layout.is_finished(r)]
     return remade
 
 

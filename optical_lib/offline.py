@@ -12,7 +12,7 @@ of their own and writes an ``env.sh`` to source::
     python -m optical_lib.offline pack .kit --profile full --only RUN_ID ... \\
         --python 3.12 --have node-packages.txt --part-mb 60
     # on the machine, in a copy of this checkout, with the kit's files copied to .kit/:
-    bash .kit/unpack.sh .kit /tmp/optical-kit && source /tmp/optical-kit/env.sh
+    bash .kit/unpack.sh .kit .kit/unpacked && source .kit/unpacked/env.sh
     python3 -m optical_lib.grid --profile full --only RUN_ID ... --device cuda \\
         --executor dask --workers 8
 
