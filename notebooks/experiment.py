@@ -64,16 +64,16 @@ from myst_nb import glue
 
 from optical_lib import plots
 from optical_lib.analysis import markdown_table
-from optical_lib.distill import distill
 from optical_lib.evaluate import read_results
 from optical_lib.experiment import (
     ExperimentConfig,
     apply_threads,
+    discard_checkpoint,
     diversity_table,
     evaluate_student,
     load_teacher,
     provenance,
-    teacher_states,
+    train_student,
     training_sample,
     validate,
     verify_data,
@@ -106,14 +106,18 @@ Markdown(markdown_table(diversity_table(sample), index=True))
 
 # %% [markdown]
 # ## Distillation
+#
+# Training writes a checkpoint every few minutes into the cache (never into the results); a
+# setting cut short, at a session's end or by a killed worker, resumes from it when the grid
+# runs again, to the result an uncut run would have had. It is removed once the results are
+# written.
 
 # %%
 teacher = load_teacher(config)
 student, history = None, None
 if config.method != "bm25":  # BM25 has no encoder
-    student, history = distill(config.training, sample.pairs if sample else [],
-                               teacher=teacher, teacher_states=teacher_states(config),
-                               progress=True)  # progress bar on stderr
+    # checkpointed every few minutes; a run cut short resumes where it was
+    student, history = train_student(config, sample, teacher)  # progress bar on stderr
 if history is not None and len(history):
     fig = plots.loss_curve(history, title=f"{config.run_id}: loss")
     display(plots.compact_png(fig))  # a palette PNG: hundreds of run pages are published
@@ -136,6 +140,7 @@ rows, per_query = evaluate_student(config, student, teacher)
 layout = ResultsLayout(root=Path(results_dir).parent)
 prov = provenance(data_digests)
 out = write_setting(config, rows, per_query, history, sample, layout, prov)
+discard_checkpoint(config)
 results = read_results(layout.results_file(config.run_id))
 metric = "nDCG@10" if config.design == "v2" else "RR@10"
 if "protocol" not in results:

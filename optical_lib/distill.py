@@ -333,6 +333,10 @@ class Distiller:
         return parts
 
 
+#: The file a run's checkpoint is kept in, inside its ``out_dir``.
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
 def _lr_lambda(warmup_steps: int, total_steps: int):
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -368,11 +372,13 @@ def _new_state(dist: Distiller, total_steps: int) -> _TrainState:
     return _TrainState(optimizer, scheduler)
 
 
-def _save_checkpoint(path: Path, dist: Distiller, state: _TrainState) -> None:
+def _save_checkpoint(path: Path, dist: Distiller, state: _TrainState,
+                     epochs_done: int = 0) -> None:
     trainable = {n for n, p in dist.student.model.named_parameters() if p.requires_grad}
     blob = {
         "config": dist.config.to_dict(),
         "step": state.step,
+        "epochs_done": epochs_done,
         "student": {k: v for k, v in dist.student.model.state_dict().items() if k in trainable},
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
@@ -380,6 +386,20 @@ def _save_checkpoint(path: Path, dist: Distiller, state: _TrainState) -> None:
         "rng": torch.get_rng_state(),
     }
     atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+
+def checkpoint_progress(out_dir: str | Path) -> dict | None:
+    """What the checkpoint in ``out_dir`` holds, without its tensors: ``config`` (a
+    :class:`DistillConfig` dict), ``step`` (optimiser steps done) and ``epochs_done``
+    (whole epochs done, their ``on_epoch`` callbacks included) and ``train_s`` (seconds
+    spent in its optimiser steps); ``None`` when there is none."""
+    path = Path(out_dir) / CHECKPOINT_FILE
+    if not path.exists():
+        return None
+    blob = torch.load(path, weights_only=False, map_location="cpu")
+    return {"config": blob["config"], "step": blob["step"],
+            "epochs_done": blob.get("epochs_done", 0),
+            "train_s": float(sum(row.get("step_s", 0.0) for row in blob["history"]))}
 
 
 def _load_checkpoint(path: Path, dist: Distiller, state: _TrainState) -> None:
@@ -405,21 +425,26 @@ def _train_step(dist: Distiller, state: _TrainState, src: list[str], tgt: list[s
     lr = state.scheduler.get_last_lr()[0]
     state.optimizer.step()
     state.scheduler.step()
-    return {"lr": lr, "pairs_per_s": len(src) / (time.perf_counter() - t0),
+    seconds = time.perf_counter() - t0
+    return {"lr": lr, "pairs_per_s": len(src) / seconds, "step_s": seconds,
             **{k: float(v.detach()) for k, v in parts.items()}}
 
 
 def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
             progress: bool = True, student: Encoder | None = None,
             teacher: Encoder | None = None, teacher_states: TeacherStates | None = None,
-            on_epoch=None) -> tuple[Encoder, pd.DataFrame]:
+            on_epoch=None, checkpoint_s: float | None = None) -> tuple[Encoder, pd.DataFrame]:
     """Train the student on ``bitext`` (records with ``src_text`` and English ``tgt_text``).
 
     Returns ``(student, history)``; history has one row per step: ``step, epoch, loss``,
-    the loss parts (``ot``, ``mse``), ``lr``, ``pairs_per_s``, ``ot_seconds``,
-    ``wall_s``. With ``out_dir`` and ``config.checkpoint_every > 0``, a checkpoint is
-    written every that many steps and at the end, and a later call with the same config
-    and ``out_dir`` resumes from it. ``method="none"`` returns the untouched student.
+    the loss parts (``ot``, ``mse``), ``lr``, ``pairs_per_s``, ``step_s``, ``ot_seconds``,
+    ``wall_s``. With ``out_dir`` and ``config.checkpoint_every > 0`` (steps) or
+    ``checkpoint_s`` (seconds of wall-clock since the last one; not part of the config, as it
+    does not change the result), a checkpoint is written that often and at the end, and a
+    later call with the same config and ``out_dir`` resumes from it to the same result as a
+    run never cut short. With ``on_epoch`` as well, a checkpoint is also written after each
+    epoch's callback has returned, never between an epoch's last step and its callback (a
+    resumed run never skips a callback). ``method="none"`` returns the untouched student.
 
     The run is fixed by ``config.seed``: batches come from their own seeded generator and
     dropout from torch's generator, seeded inside :func:`torch.random.fork_rng`, so the
@@ -437,7 +462,8 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
     pairs = _pairs(bitext)
     dist.student.cache_key = None  # its weights are about to change
     schedule = _schedule(c, pairs)
-    ckpt = Path(out_dir) / "checkpoint.pt" if out_dir else None
+    ckpt = Path(out_dir) / CHECKPOINT_FILE if out_dir else None
+    checkpointing = ckpt is not None and bool(c.checkpoint_every or checkpoint_s is not None)
     devices = [torch.device(c.device)] if torch.device(c.device).type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(c.seed)
@@ -446,7 +472,7 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
             _load_checkpoint(ckpt, dist, state)
         dist.student.model.train()
         elapsed = state.history[-1]["wall_s"] if state.history else 0.0
-        clock = time.perf_counter()
+        clock = last_save = time.perf_counter()
         bar = tqdm(total=len(schedule), initial=state.step, disable=not progress_bars(progress),
                    desc=f"{c.method} L{dist.student.layers}", unit="step", mininterval=2.0)
         for step in range(state.step, len(schedule)):
@@ -457,14 +483,18 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
                                   "wall_s": elapsed + time.perf_counter() - clock})
             bar.set_postfix(loss=f"{row['loss']:.4f}", pairs_s=f"{row['pairs_per_s']:.0f}")
             bar.update()
-            if ckpt is not None and c.checkpoint_every and (
-                    state.step % c.checkpoint_every == 0 or state.step == len(schedule)):
-                _save_checkpoint(ckpt, dist, state)
-            if on_epoch is not None and (state.step == len(schedule)
-                                         or schedule[state.step][0] != epoch):
+            epoch_ends = state.step == len(schedule) or schedule[state.step][0] != epoch
+            done = epoch + 1 if epoch_ends else epoch
+            if on_epoch is not None and epoch_ends:
                 dist.student.model.eval()
                 on_epoch(epoch, dist.student)
                 dist.student.model.train()
+            due = state.step == len(schedule) or (on_epoch is not None and epoch_ends) or (
+                bool(c.checkpoint_every) and state.step % c.checkpoint_every == 0) or (
+                checkpoint_s is not None and time.perf_counter() - last_save >= checkpoint_s)
+            if checkpointing and due:
+                _save_checkpoint(ckpt, dist, state, epochs_done=done)
+                last_save = time.perf_counter()
         bar.close()
     dist.student.model.eval()
     return dist.student, pd.DataFrame(state.history)

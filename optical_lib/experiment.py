@@ -8,9 +8,10 @@ calls one per cell::
     validate(config)                                  # clear error before compute
     teacher = load_teacher(config)                    # loaded once, passed explicitly
     sample = training_sample(config)                  # .pairs, .diversity
-    student, history = distill(config.training, sample.pairs, teacher=teacher)
+    student, history = train_student(config, sample, teacher)  # resumes a run cut short
     rows, per_query = evaluate_student(config, student, teacher)
     write_setting(config, rows, per_query, history, sample, ResultsLayout())
+    discard_checkpoint(config)                        # the setting is finished
 
 Retrieval protocols (:func:`protocols`): the primary one encodes queries and English
 documents with the student itself, as the zero-shot baseline (``method="none"``) does; a
@@ -26,6 +27,8 @@ import functools
 import hashlib
 import json
 import os
+import shutil
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +37,15 @@ from types import MappingProxyType
 import torch
 
 from . import data, fetch, multiway, protocol
-from .distill import METHOD_LABELS, METHODS, TRAINED_METHODS, DistillConfig, TeacherStates
+from .distill import (
+    METHOD_LABELS,
+    METHODS,
+    TRAINED_METHODS,
+    DistillConfig,
+    TeacherStates,
+    checkpoint_progress,
+    distill,
+)
 from .evaluate import PER_QUERY_COLUMNS, evaluate_runs, write_results
 from .layout import ResultsLayout, atomic_write, atomic_write_json
 from .models import FAMILY, ME5_SMALL, MINILM, TEACHERS, Encoder, load_encoder
@@ -657,6 +668,47 @@ def teacher_states(config: ExperimentConfig | None = None) -> TeacherStates:
     if config is not None and config.sample == "pool":
         return TeacherStates(None, memory_limit=POOL_MEMORY_LIMIT)
     return TeacherStates(cache_dir() / "teacher-states")
+
+
+#: Seconds of training between two checkpoints of a setting: a setting cut short (a
+#: session's end, a killed worker) resumes from its last checkpoint, at most this much
+#: training lost, to the result it would have had uncut.
+CHECKPOINT_S = 300.0
+
+
+def checkpoint_dir(config: ExperimentConfig) -> Path:
+    """Where a setting's training checkpoint is kept while it runs: in the cache (never in
+    the results), one folder per run id and device (a checkpoint resumes on the device that
+    wrote it)."""
+    return cache_dir() / "checkpoints" / f"{config.run_id}-{torch.device(config.device).type}"
+
+
+def train_student(config: ExperimentConfig, sample, teacher: Encoder | None,
+                  progress: bool = True, checkpoint_s: float | None = CHECKPOINT_S):
+    """:func:`~optical_lib.distill.distill` for ``config``: ``(student, history)``,
+    checkpointed every ``checkpoint_s`` seconds into :func:`checkpoint_dir` and resumed
+    from there when an earlier attempt was cut short. A checkpoint written by another
+    training config under the same folder (a code change that left the run id alone) is
+    dropped with a warning and the run starts over. :func:`discard_checkpoint` removes it
+    once the setting's results are written."""
+    folder = checkpoint_dir(config) if config.trains and checkpoint_s is not None else None
+    if folder is not None:
+        found = checkpoint_progress(folder)
+        if found is not None and found["config"] != config.training.to_dict():
+            warnings.warn(f"{folder}: the checkpoint belongs to another training config; "
+                          f"starting {config.run_id} over", stacklevel=2)
+            discard_checkpoint(config)
+        elif found is not None:
+            print(f"resuming {config.run_id} from its checkpoint at step {found['step']}",
+                  flush=True)
+    return distill(config.training, sample.pairs if sample else [], out_dir=folder,
+                   teacher=teacher, teacher_states=teacher_states(config), progress=progress,
+                   checkpoint_s=checkpoint_s)
+
+
+def discard_checkpoint(config: ExperimentConfig) -> None:
+    """Remove the setting's training checkpoint (after its results are written)."""
+    shutil.rmtree(checkpoint_dir(config), ignore_errors=True)
 
 
 #: Per-query columns of design v2: the value, the baseline's value and Δ.

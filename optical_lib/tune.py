@@ -30,10 +30,13 @@ from pathlib import Path
 import pandas as pd
 
 from . import data
-from .distill import TRAINED_METHODS, distill
+from .distill import TRAINED_METHODS, checkpoint_progress, distill
 from .experiment import (
+    CHECKPOINT_S,
     TEACHER_DOCS,
     ExperimentConfig,
+    checkpoint_dir,
+    discard_checkpoint,
     evaluate_student,
     training_sample,
     validate,
@@ -93,15 +96,18 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
              device: str = "cpu", dev_sentences: int | None = None,
              log=print, out: Path | None = None,
              lr_factors: tuple[float, ...] = None, method: str = "optical",
-             amp: str | None = None) -> pd.DataFrame:
+             amp: str | None = None, budget: int | None = None) -> pd.DataFrame:
     """The v2 convergence check and learning-rate sweep (one row per evaluation).
 
     With ``out``, the table so far is written (atomically) after every evaluation, so a
     sweep cut short keeps what it measured; started again on the same ``out``, it keeps
-    the runs that reached the last evaluated epoch and reruns the others from the start
-    (a run's rows are only complete once it has). ``amp="bf16"`` trains and evaluates in
+    the runs that reached the last evaluated epoch and resumes the others from their
+    training checkpoints (written every :data:`~optical_lib.experiment.CHECKPOINT_S`
+    seconds and after each epoch's evaluation, into the cache), keeping their rows up to
+    the checkpoint's epoch; a run without one starts over. ``amp="bf16"`` trains and evaluates in
     bf16 autocast (the ``precision`` column); rows of another precision in ``out`` are
-    kept as they are and never count as done."""
+    kept as they are and never count as done. ``budget`` (pairs; the study's by default)
+    and ``dev_sentences`` shrink a sweep for a quick check."""
     from . import multiway, protocol
     from .distill import TeacherStates
     from .experiment import DEFAULT_LR
@@ -116,15 +122,15 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
     teacher.precision = precision
     states = TeacherStates()  # one store: every run shares the tuning draw's English side
     cache = EmbeddingCache()
-    rows, done = [], set()
+    rows, done, unfinished = [], set(), pd.DataFrame(columns=V2_COLUMNS)
     if out is not None and Path(out).exists():
         earlier = read_sweep(out)
         done = _finished(earlier[earlier["precision"] == precision], max(eval_epochs))
         keep = earlier.set_index(["teacher", "method", "layers", "lr", "seed"]).index.isin(
             list(done)) | (earlier["precision"] != precision).to_numpy()
-        rows = earlier[keep].to_dict("records")
-        log(f"{out}: keeping {len(done)} finished run(s), {int((~keep).sum())} row(s) of "
-            f"unfinished ones dropped")
+        rows, unfinished = earlier[keep].to_dict("records"), earlier[~keep]
+        log(f"{out}: keeping {len(done)} finished run(s); {len(unfinished)} row(s) of "
+            f"unfinished ones are kept only where a checkpoint resumes their run")
     for depth in layers:
         base = load_encoder("me5-small", depth, device=device)
         base.precision = precision
@@ -140,17 +146,22 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                 config = ExperimentConfig.from_parameters(
                     design="v2", layers=depth, method=method, teacher=teacher_name,
                     k_langs=8, draw=TUNING_DRAW, lr=lr, epochs=epochs, seed=seed,
-                    device=device, split="dev", amp=amp)
+                    device=device, split="dev", amp=amp,
+                    **({"budget": budget} if budget else {}))
                 validate(config)
                 sample = training_sample(config)
-                clock = {"start": time.perf_counter(), "eval": 0.0}
+                folder = checkpoint_dir(config)
+                resumed = _resume(folder, config, unfinished, lr, seed, log)
+                rows.extend(resumed["rows"])
+                clock = {"start": time.perf_counter(), "eval": 0.0,
+                         "before": resumed["train_s"]}
 
                 def on_epoch(epoch, student, lr=lr, seed=seed, clock=clock, depth=depth,
                              baseline=baseline):
                     if epoch + 1 not in eval_epochs:
                         return
                     t0 = time.perf_counter()
-                    train_s = t0 - clock["start"] - clock["eval"]
+                    train_s = clock["before"] + t0 - clock["start"] - clock["eval"]
                     for r in _dev_macro(student, teacher, suite_list, EmbeddingCache()):
                         ref = baseline[(r["task"], r["protocol"])]
                         rows.append({"teacher": teacher_name, "method": method,
@@ -172,8 +183,34 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                 student = load_encoder("me5-small", depth, device=device)
                 student.precision = precision
                 distill(config.training, sample.pairs, progress=False, student=student,
-                        teacher=teacher, teacher_states=states, on_epoch=on_epoch)
+                        teacher=teacher, teacher_states=states, on_epoch=on_epoch,
+                        out_dir=folder, checkpoint_s=CHECKPOINT_S)
+                discard_checkpoint(config)
     return pd.DataFrame(rows, columns=V2_COLUMNS)
+
+
+def _resume(folder: Path, config, unfinished: pd.DataFrame, lr: float, seed: int,
+            log) -> dict:
+    """What a tuning run cut short leaves to resume from: the rows of ``unfinished`` (read
+    from the sweep's file) for this (lr, seed) up to the epochs its checkpoint in ``folder``
+    holds, and the seconds of training before it. Without a usable checkpoint, nothing (the
+    run starts over; a checkpoint of another config is removed)."""
+    found = checkpoint_progress(folder)
+    if found is None:
+        return {"rows": [], "train_s": 0.0}
+    if found["config"] != config.training.to_dict():
+        log(f"{folder}: checkpoint of another training config; starting over")
+        discard_checkpoint(config)
+        return {"rows": [], "train_s": 0.0}
+    mine = unfinished[(unfinished["teacher"] == config.teacher)
+                      & (unfinished["method"] == config.method)
+                      & (unfinished["layers"] == config.layers)
+                      & ((unfinished["lr"] - lr).abs() <= 1e-9 * lr)
+                      & (unfinished["seed"] == seed)
+                      & (unfinished["epoch"] <= found["epochs_done"])]
+    log(f"resuming lr={lr:.2g} seed={seed} from its checkpoint after epoch "
+        f"{found['epochs_done']} (step {found['step']}), {len(mine)} row(s) kept")
+    return {"rows": mine.to_dict("records"), "train_s": found["train_s"]}
 
 
 def _head(suite, n: int):

@@ -9,7 +9,13 @@ import pytest
 import torch
 from transformers import AutoTokenizer, BertConfig, BertModel
 
-from optical_lib.distill import DistillConfig, content_mask, distill, length_batches
+from optical_lib.distill import (
+    DistillConfig,
+    checkpoint_progress,
+    content_mask,
+    distill,
+    length_batches,
+)
 from optical_lib.models import Encoder, build_me5_small
 from optical_lib.ot import ot_alignment_loss
 from optical_lib.paths import require
@@ -119,6 +125,48 @@ def test_interrupted_run_resumes_to_the_same_result(tokenizer, bitext, tmp_path,
     for (name, a), b in zip(full_student.model.state_dict().items(),
                             resumed_student.model.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, msg=name)
+
+
+def test_time_checkpoints_resume_without_skipping_an_epoch_callback(tokenizer, bitext, tmp_path):
+    """``checkpoint_s`` (not part of the config) checkpoints by the clock; a run cut short
+    inside an epoch's callback redoes that callback and ends where an uncut run ends."""
+    config = DistillConfig(method="optical", lr=3e-3, batch_size=16, epochs=3, warmup=0.0)
+
+    def fresh():
+        return {"student": tiny_encoder(tokenizer, 1), "teacher": tiny_encoder(tokenizer, 2)}
+
+    seen = []
+    uncut_student, uncut = distill(config, bitext, progress=False, **fresh(),
+                                   on_epoch=lambda e, s: seen.append(e))
+    assert seen == [0, 1, 2]
+
+    calls = []
+
+    def crash_in_second(epoch, student):
+        calls.append(epoch)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        distill(config, bitext, out_dir=tmp_path, progress=False, **fresh(),
+                on_epoch=crash_in_second, checkpoint_s=0.0)
+    found = checkpoint_progress(tmp_path)
+    assert found["config"] == config.to_dict()
+    # the last checkpoint: the step before epoch 1's last (whose callback crashed)
+    last_of_epoch_1 = int(uncut.loc[uncut["epoch"] == 1, "step"].max())
+    assert (found["step"], found["epochs_done"]) == (last_of_epoch_1 - 1, 1)
+    calls.clear()
+    student, resumed = distill(config, bitext, out_dir=tmp_path, progress=False, **fresh(),
+                               on_epoch=lambda e, s: calls.append(e), checkpoint_s=3600.0)
+    assert calls == [1, 2]
+    assert checkpoint_progress(tmp_path)["epochs_done"] == 3
+    assert resumed["step"].tolist() == uncut["step"].tolist()
+    torch.testing.assert_close(torch.tensor(resumed["loss"].values),
+                               torch.tensor(uncut["loss"].values))
+    for (name, a), b in zip(uncut_student.model.state_dict().items(),
+                            student.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)
+    assert checkpoint_progress(tmp_path / "nowhere") is None
 
 
 def test_length_batches_cover_every_pair_once():

@@ -549,3 +549,44 @@ def test_the_report_command_answers_help_without_executing_the_page(monkeypatch,
         report.main(["--help"])
     assert exit_.value.code == 0
     assert "book/protocol.ipynb" in capsys.readouterr().out
+
+
+def test_a_tuning_run_cut_short_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """A convergence run killed during an evaluation keeps the epochs its checkpoint holds
+    (their rows and their training seconds) and ends with the uncut run's rows."""
+    from optical_lib import tune
+
+    folder = tmp_path / "ckpt"
+    monkeypatch.setattr(experiment, "checkpoint_dir", lambda config: folder)
+    monkeypatch.setattr(tune, "checkpoint_dir", lambda config: folder)
+    args = {"teacher_name": "me5-small", "layers": [2], "seeds": [0], "epochs": 2,
+            "eval_epochs": (1, 2), "lrs": {2: [1e-3]}, "dev_sentences": 16,
+            "method": "optical+mse", "budget": 64, "log": lambda line: None}
+    uncut = tune.sweep_v2(**args, out=tmp_path / "uncut.csv")
+    assert sorted(uncut["epoch"].unique()) == [1, 2] and not folder.exists()
+
+    real, calls = tune._dev_macro, {"n": 0}
+
+    def crash_at_the_second_epochs_evaluation(*a, **k):
+        calls["n"] += 1  # 1: the baseline, 2: epoch 1, 3: epoch 2
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(tune, "_dev_macro", crash_at_the_second_epochs_evaluation)
+    with pytest.raises(KeyboardInterrupt):
+        tune.sweep_v2(**args, out=tmp_path / "cut.csv")
+    monkeypatch.setattr(tune, "_dev_macro", real)
+    assert set(read_sweep(tmp_path / "cut.csv")["epoch"]) == {1}
+    assert tune.checkpoint_progress(folder)["epochs_done"] == 1
+    lines = []
+    resumed = tune.sweep_v2(**{**args, "log": lines.append}, out=tmp_path / "cut.csv")
+    assert any("resuming lr=0.001 seed=0 from its checkpoint after epoch 1" in ln
+               for ln in lines), lines
+    key = ["epoch", "task", "protocol"]
+    a, b = (t.sort_values(key).reset_index(drop=True) for t in (uncut, resumed))
+    pd.testing.assert_frame_equal(a[key], b[key])
+    pd.testing.assert_series_equal(a["value"], b["value"], atol=1e-6)
+    # epoch 1's training seconds are the first attempt's, and epoch 2's include them
+    assert (b.groupby("epoch")["train_s"].first().diff().dropna() > 0).all()
+    assert not folder.exists()
