@@ -438,7 +438,10 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
 
     Returns ``(student, history)``; history has one row per step: ``step, epoch, loss``,
     the loss parts (``ot``, ``mse``), ``lr``, ``pairs_per_s``, ``step_s``, ``ot_seconds``,
-    ``wall_s``. With ``out_dir`` and ``config.checkpoint_every > 0`` (steps) or
+    ``wall_s`` (training seconds since the start, over every attempt) and ``attempt`` (1
+    for the steps of the first call, 2 for those of the first resumed call, ...).
+
+    With ``out_dir`` and ``config.checkpoint_every > 0`` (steps) or
     ``checkpoint_s`` (seconds of wall-clock since the last one; not part of the config, as it
     does not change the result), a checkpoint is written that often and at the end, and a
     later call with the same config and ``out_dir`` resumes from it to the same result as a
@@ -472,6 +475,7 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
             _load_checkpoint(ckpt, dist, state)
         dist.student.model.train()
         elapsed = state.history[-1]["wall_s"] if state.history else 0.0
+        attempt = state.history[-1].get("attempt", 1) + 1 if state.history else 1
         clock = last_save = time.perf_counter()
         bar = tqdm(total=len(schedule), initial=state.step, disable=not progress_bars(progress),
                    desc=f"{c.method} L{dist.student.layers}", unit="step", mininterval=2.0)
@@ -480,7 +484,8 @@ def distill(config: DistillConfig, bitext, out_dir: str | Path | None = None,
             row = _train_step(dist, state, [pairs[i][0] for i in idx], [pairs[i][1] for i in idx])
             state.step = step + 1
             state.history.append({"step": step + 1, "epoch": epoch, **row,
-                                  "wall_s": elapsed + time.perf_counter() - clock})
+                                  "wall_s": elapsed + time.perf_counter() - clock,
+                                  "attempt": attempt})
             bar.set_postfix(loss=f"{row['loss']:.4f}", pairs_s=f"{row['pairs_per_s']:.0f}")
             bar.update()
             epoch_ends = state.step == len(schedule) or schedule[state.step][0] != epoch

@@ -78,7 +78,8 @@ INVENTORY_COLUMNS: dict[str, tuple[str, str]] = {
     "trains": ("bool", "whether the setting distils a student"),
     "retrieval": ("bool", "whether it is evaluated on XQuAD-R"),
     "finished": ("bool", "results.json and the executed notebook exist (grid.grid_status)"),
-    "seconds": ("float64", "the run notebook's papermill duration (wall-clock seconds)"),
+    "seconds": ("float64", "the run notebook's papermill duration (wall-clock seconds), plus "
+                "the training seconds of earlier attempts where the run resumed"),
     "threads": ("Int64", "torch threads recorded in setting.json"),
     "device": ("string", "the device recorded in setting.json"),
     "torch": ("string", "the torch version recorded in setting.json"),
@@ -126,12 +127,29 @@ def group_description(inv: pd.DataFrame, group: str = CORE) -> str:
     return ", ".join(words)
 
 
+def earlier_attempts_s(layout: ResultsLayout, run_id: str) -> float:
+    """Training seconds a run spent in attempts before the one its notebook records (a
+    setting cut short resumes from its checkpoint: ``history.csv`` numbers each step's
+    attempt and keeps the training clock across them); 0 for a run trained in one go. The
+    minutes between an attempt's last checkpoint and its end were lost and are not counted."""
+    path = layout.history_file(run_id)
+    if not path.exists():
+        return 0.0
+    history = pd.read_csv(path)
+    if "attempt" not in history or history["attempt"].max() <= 1:
+        return 0.0
+    return float(history.loc[history["attempt"] < history["attempt"].max(), "wall_s"].max())
+
+
 def _run_record(layout: ResultsLayout, run_id: str) -> dict[str, Any]:
     """What a finished run recorded about its execution: papermill's duration of the run
-    notebook, and the threads, device, torch version and date of its ``setting.json``."""
+    notebook (plus the training seconds of its earlier attempts), and the threads, device,
+    torch version and date of its ``setting.json``."""
     out: dict[str, Any] = {}
     if layout.notebook(run_id).exists():
-        out["seconds"] = layout.notebook_seconds(run_id)
+        seconds = layout.notebook_seconds(run_id)
+        out["seconds"] = None if seconds is None else seconds + earlier_attempts_s(layout,
+                                                                                   run_id)
     setting = json.loads(layout.setting_file(run_id).read_text())
     provenance = setting.get("provenance") or {}
     out["threads"] = provenance.get("threads", setting["config"].get("threads"))

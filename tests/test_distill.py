@@ -159,6 +159,8 @@ def test_time_checkpoints_resume_without_skipping_an_epoch_callback(tokenizer, b
     student, resumed = distill(config, bitext, out_dir=tmp_path, progress=False, **fresh(),
                                on_epoch=lambda e, s: calls.append(e), checkpoint_s=3600.0)
     assert calls == [1, 2]
+    assert (uncut["attempt"] == 1).all()
+    assert resumed["attempt"].tolist() == [1] * found["step"] + [2] * (len(uncut) - found["step"])
     assert checkpoint_progress(tmp_path)["epochs_done"] == 3
     assert resumed["step"].tolist() == uncut["step"].tolist()
     torch.testing.assert_close(torch.tensor(resumed["loss"].values),

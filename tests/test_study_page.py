@@ -174,6 +174,14 @@ def test_inventory_groups_and_status_counts(tmp_path):
     assert on_gpu.loc["total", "CPU-hours"] == pytest.approx(
         (finished - 1) * SECONDS * THREADS / 3600)
     first.write_text(json.dumps(record))
+    # a run that resumed from a checkpoint also counts its earlier attempts' training
+    resumed = inv.loc[inv["finished"] & inv["trains"], "run_id"].iloc[0]
+    pd.DataFrame({"step": [1, 2, 3, 4], "wall_s": [10.0, 20.0, 25.0, 32.0],
+                  "attempt": [1, 1, 2, 2]}).to_csv(layout.history_file(resumed), index=False)
+    assert page.earlier_attempts_s(layout, resumed) == 20.0
+    again = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    assert again.set_index("run_id").loc[resumed, "seconds"] == SECONDS + 20.0
+    layout.history_file(resumed).unlink()
     # a run whose notebook is missing is not finished (the grid reruns it)
     layout.notebook(inv["run_id"].iloc[0]).unlink()
     again = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
