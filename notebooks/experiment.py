@@ -26,7 +26,7 @@
 profile = "offline"  # "offline" (embedded public data) or "webfaq" (needs internet)
 design = "v1"  # "v1" (first study) or "v2" (NTREX/FLORES, both protocols, Δ over baselines)
 model = "me5-small"  # student family or a Hugging Face id ("minilm-l6": v2 teacher reference)
-layers = 3  # student depth L
+layers: int = None  # student depth L (None: 3; the MiniLM teacher's own 6 for model="minilm-l6")
 method = "optical"  # "optical" | "mse" | "none" (zero-shot); v2 also "optical-plain",
 # "optical+mse" and "bm25" (the lexical floor)
 teacher = "me5-small"  # v2: the frozen English teacher, "me5-small" or "minilm-l6"
@@ -49,6 +49,7 @@ amp: str = None  # "bf16": bf16 autocast for training and every encoder (None: f
 results_dir = "results/runs"  # the runs folder of the results layout
 n_boot = 1000
 threads: int = None  # torch threads (None: torch's default); recorded with the results
+run_id: str = None  # the grid's planned id of this setting: a mismatch stops before compute
 
 # %% [markdown]
 # ## Setting
@@ -88,6 +89,9 @@ config = ExperimentConfig.from_parameters(
     eval_flores=eval_flores, eval_tatoeba=eval_tatoeba, eval_xquad=eval_xquad,
     train_langs=train_langs, eval_webfaq=eval_webfaq, device=device, epochs=epochs, lr=lr,
     amp=amp, n_boot=n_boot, threads=threads)
+if run_id is not None and config.run_id != run_id:
+    raise ValueError(f"these parameters make the setting {config.run_id}, not the planned "
+                     f"{run_id}: the notebook and the grid read them differently")
 validate(config)
 data_digests = verify_data(config)
 apply_threads(config)

@@ -523,7 +523,7 @@ def run_setting(job: Job) -> dict:
                     papermill.execute_notebook(
                         str(source), str(target), kernel_name=job.kernel, progress_bar=False,
                         kernel_manager_class=kernel_manager_class(),
-                        parameters={**job.params, "threads": job.threads,
+                        parameters={**job.params, "threads": job.threads, "run_id": job.run_id,
                                     **({"device": job.device} if job.device else {}),
                                     "results_dir": project_path(layout.runs)},
                         cwd=str(PROJECT_ROOT))

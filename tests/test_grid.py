@@ -561,3 +561,31 @@ def test_published_notebooks_carry_no_path_of_the_machine(tmp_path):
     nb = nbformat.read(path, as_version=4)
     assert nb.metadata["papermill"]["input_path"] == "notebooks/experiment.ipynb"
     assert nb.cells[0].outputs[0]["text"].startswith(".venv/lib/tqdm/auto.py")
+
+
+def _template_defaults() -> dict:
+    """The run notebook's parameter defaults (its cell tagged ``parameters``)."""
+    nb = nbformat.read(grid.TEMPLATE, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    scope: dict = {}
+    exec(cell.source, {}, scope)
+    return {k: v for k, v in scope.items() if not k.startswith("__")}
+
+
+@pytest.mark.parametrize("profile", grid.PROFILES)
+def test_the_notebook_resolves_every_planned_setting_to_its_planned_id(profile):
+    """Regression test: the grid plans a setting from the parameters it was given, the
+    notebook from those over its own defaults; the MiniLM teacher's zero-shot setting (no
+    ``layers``) ran as a 3-layer cut of MiniLM under another id, because the notebook's
+    default depth was 3 where the plan's was the model's own. Every planned setting must
+    come out of the notebook's call with the id the grid planned (the notebook now also
+    stops before compute when it does not)."""
+    from optical_lib.experiment import ExperimentConfig
+
+    defaults = _template_defaults()
+    assert {"run_id", "layers"} <= set(defaults) and defaults["layers"] is None
+    for params in grid.profile_settings(profile):
+        values = {**defaults, **params}
+        values.pop("results_dir"), values.pop("run_id")
+        planned = grid.config_of(params).run_id
+        assert ExperimentConfig.from_parameters(**values).run_id == planned, params
