@@ -26,7 +26,7 @@
 profile = "offline"  # "offline" (embedded public data) or "webfaq" (needs internet)
 design = "v1"  # "v1" (first study) or "v2" (NTREX/FLORES, both protocols, Δ over baselines)
 model = "me5-small"  # student family or a Hugging Face id ("minilm-l6": v2 teacher reference)
-layers: int = None  # student depth L (None: 3; the MiniLM teacher's own 6 for model="minilm-l6")
+layers: int = None  # student depth L (None: 3, or 6, all of MiniLM, for the minilm-l6 model)
 method = "optical"  # "optical" | "mse" | "none" (zero-shot); v2 also "optical-plain",
 # "optical+mse" and "bm25" (the lexical floor)
 teacher = "me5-small"  # v2: the frozen English teacher, "me5-small" or "minilm-l6"
