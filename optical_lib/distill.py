@@ -396,7 +396,8 @@ def checkpoint_progress(out_dir: str | Path) -> dict | None:
     path = Path(out_dir) / CHECKPOINT_FILE
     if not path.exists():
         return None
-    blob = torch.load(path, weights_only=False, map_location="cpu")
+    # memory-mapped: the tensors are not read from disk unless touched
+    blob = torch.load(path, weights_only=False, map_location="cpu", mmap=True)
     return {"config": blob["config"], "step": blob["step"],
             "epochs_done": blob.get("epochs_done", 0),
             "train_s": float(sum(row.get("step_s", 0.0) for row in blob["history"]))}

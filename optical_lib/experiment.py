@@ -692,18 +692,27 @@ def train_student(config: ExperimentConfig, sample, teacher: Encoder | None,
     dropped with a warning and the run starts over. :func:`discard_checkpoint` removes it
     once the setting's results are written."""
     folder = checkpoint_dir(config) if config.trains and checkpoint_s is not None else None
-    if folder is not None:
-        found = checkpoint_progress(folder)
-        if found is not None and found["config"] != config.training.to_dict():
-            warnings.warn(f"{folder}: the checkpoint belongs to another training config; "
-                          f"starting {config.run_id} over", stacklevel=2)
-            discard_checkpoint(config)
-        elif found is not None:
-            print(f"resuming {config.run_id} from its checkpoint at step {found['step']}",
-                  flush=True)
+    found = resumable_checkpoint(config) if folder is not None else None
+    if found is not None:
+        print(f"resuming {config.run_id} from its checkpoint at step {found['step']}",
+              flush=True)
     return distill(config.training, sample.pairs if sample else [], out_dir=folder,
                    teacher=teacher, teacher_states=teacher_states(config), progress=progress,
                    checkpoint_s=checkpoint_s)
+
+
+def resumable_checkpoint(config: ExperimentConfig) -> dict | None:
+    """What the setting's checkpoint holds (:func:`~optical_lib.distill.checkpoint_progress`)
+    when a run of ``config`` can resume from it; ``None`` when there is none, and when
+    another training config wrote it (a code change that left the run id alone): that one
+    is removed with a warning, and the run starts over."""
+    found = checkpoint_progress(checkpoint_dir(config))
+    if found is not None and found["config"] != config.training.to_dict():
+        warnings.warn(f"{checkpoint_dir(config)}: the checkpoint belongs to another training "
+                      f"config; starting {config.run_id} over", stacklevel=3)
+        discard_checkpoint(config)
+        return None
+    return found
 
 
 def discard_checkpoint(config: ExperimentConfig) -> None:

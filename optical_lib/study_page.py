@@ -135,7 +135,7 @@ def earlier_attempts_s(layout: ResultsLayout, run_id: str) -> float:
     path = layout.history_file(run_id)
     if not path.exists():
         return 0.0
-    history = pd.read_csv(path)
+    history = pd.read_csv(path, usecols=lambda c: c in ("attempt", "wall_s"))
     if "attempt" not in history or history["attempt"].max() <= 1:
         return 0.0
     return float(history.loc[history["attempt"] < history["attempt"].max(), "wall_s"].max())

@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import data
-from .distill import TRAINED_METHODS, checkpoint_progress, distill
+from .distill import TRAINED_METHODS, distill
 from .experiment import (
     CHECKPOINT_S,
     TEACHER_DOCS,
@@ -38,6 +38,7 @@ from .experiment import (
     checkpoint_dir,
     discard_checkpoint,
     evaluate_student,
+    resumable_checkpoint,
     training_sample,
     validate,
 )
@@ -150,8 +151,7 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                     **({"budget": budget} if budget else {}))
                 validate(config)
                 sample = training_sample(config)
-                folder = checkpoint_dir(config)
-                resumed = _resume(folder, config, unfinished, lr, seed, log)
+                resumed = _resume(config, unfinished, lr, seed, log)
                 rows.extend(resumed["rows"])
                 clock = {"start": time.perf_counter(), "eval": 0.0,
                          "before": resumed["train_s"]}
@@ -184,23 +184,18 @@ def sweep_v2(teacher_name: str, layers: list[int], seeds: list[int], epochs: int
                 student.precision = precision
                 distill(config.training, sample.pairs, progress=False, student=student,
                         teacher=teacher, teacher_states=states, on_epoch=on_epoch,
-                        out_dir=folder, checkpoint_s=CHECKPOINT_S)
+                        out_dir=checkpoint_dir(config), checkpoint_s=CHECKPOINT_S)
                 discard_checkpoint(config)
     return pd.DataFrame(rows, columns=V2_COLUMNS)
 
 
-def _resume(folder: Path, config, unfinished: pd.DataFrame, lr: float, seed: int,
-            log) -> dict:
+def _resume(config, unfinished: pd.DataFrame, lr: float, seed: int, log) -> dict:
     """What a tuning run cut short leaves to resume from: the rows of ``unfinished`` (read
-    from the sweep's file) for this (lr, seed) up to the epochs its checkpoint in ``folder``
-    holds, and the seconds of training before it. Without a usable checkpoint, nothing (the
-    run starts over; a checkpoint of another config is removed)."""
-    found = checkpoint_progress(folder)
+    from the sweep's file) for this (lr, seed) up to the epochs its checkpoint
+    (:func:`~optical_lib.experiment.resumable_checkpoint`) holds, and the seconds of
+    training before it. Without a usable checkpoint, nothing (the run starts over)."""
+    found = resumable_checkpoint(config)
     if found is None:
-        return {"rows": [], "train_s": 0.0}
-    if found["config"] != config.training.to_dict():
-        log(f"{folder}: checkpoint of another training config; starting over")
-        discard_checkpoint(config)
         return {"rows": [], "train_s": 0.0}
     mine = unfinished[(unfinished["teacher"] == config.teacher)
                       & (unfinished["method"] == config.method)

@@ -555,6 +555,7 @@ def test_a_tuning_run_cut_short_resumes_from_its_checkpoint(tmp_path, monkeypatc
     """A convergence run killed during an evaluation keeps the epochs its checkpoint holds
     (their rows and their training seconds) and ends with the uncut run's rows."""
     from optical_lib import tune
+    from optical_lib.distill import checkpoint_progress
 
     folder = tmp_path / "ckpt"
     monkeypatch.setattr(experiment, "checkpoint_dir", lambda config: folder)
@@ -578,7 +579,7 @@ def test_a_tuning_run_cut_short_resumes_from_its_checkpoint(tmp_path, monkeypatc
         tune.sweep_v2(**args, out=tmp_path / "cut.csv")
     monkeypatch.setattr(tune, "_dev_macro", real)
     assert set(read_sweep(tmp_path / "cut.csv")["epoch"]) == {1}
-    assert tune.checkpoint_progress(folder)["epochs_done"] == 1
+    assert checkpoint_progress(folder)["epochs_done"] == 1
     lines = []
     resumed = tune.sweep_v2(**{**args, "log": lines.append}, out=tmp_path / "cut.csv")
     assert any("resuming lr=0.001 seed=0 from its checkpoint after epoch 1" in ln
