@@ -120,6 +120,63 @@ def curve_table(curve: pd.DataFrame, baselines: pd.DataFrame, protocol: str = "s
     return table[columns].dropna(axis=1, how="all")
 
 
+def curve_devices(results_dir: str | Path, curve: pd.DataFrame) -> dict[str, list[str]]:
+    """``{device: [system, ...]}`` of the learning curve's trained rows (the names
+    :func:`curve_table` gives them), from each run's ``setting.json``."""
+    import json
+
+    layout = ResultsLayout(root=Path(results_dir))
+    out: dict[str, list[str]] = {}
+    runs = curve[["run_id", "layers", "budget"]].drop_duplicates()
+    for run in runs.sort_values(["layers", "budget"]).itertuples():
+        setting = json.loads(layout.setting_file(run.run_id).read_text())
+        device = setting["config"].get("device") or "cpu"
+        size = f"{int(run.budget):,} pairs" if run.budget > 0 else "whole pool"
+        out.setdefault(device, []).append(f"L{int(run.layers)} · {size}")
+    return out
+
+
+def device_checks(results_dir: str | Path) -> list[tuple[str, str]]:
+    """``(run_id, device)`` of every device check: a published setting run again, unchanged,
+    on another device, its files in ``results/device-check/<run_id>-<device>/``."""
+    root = Path(results_dir) / "device-check"
+    found = [d.name.rsplit("-", 1) for d in sorted(root.glob("*-*")) if d.is_dir()]
+    return [(run_id, device) for run_id, device in found]
+
+
+def device_check_table(results_dir: str | Path, run_id: str, device: str,
+                       metric: str = PRIMARY_METRIC) -> pd.DataFrame:
+    """The published run of ``run_id`` beside its rerun on ``device``, per suite and
+    protocol: the macro ``metric`` of each, their difference (rerun minus published) and the
+    largest difference of one language."""
+    layout = ResultsLayout(root=Path(results_dir))
+    published = read_results(layout.results_file(run_id))
+    rerun = read_results(Path(results_dir) / "device-check" / f"{run_id}-{device}"
+                         / "results.json")
+    keys = ["task", "protocol", "query_lang", "doc_lang"]
+    rows = []
+    for scope in ("macro", "language"):
+        a, b = (r[(r["scope"] == scope) & (r["metric"] == metric)] for r in (published, rerun))
+        both = a.merge(b, on=keys, suffixes=("_pub", "_re"), validate="one_to_one")
+        if len(both) != len(a) or len(both) != len(b):
+            raise ValueError(f"the device check of {run_id} does not hold the same "
+                             f"{scope} rows as the published run")
+        both["diff"] = both["value_re"] - both["value_pub"]
+        rows.append(both.assign(scope=scope))
+    macro, language = rows
+    worst = language.groupby(["task", "protocol"])["diff"].apply(lambda d: d.abs().max())
+    table = macro.set_index(["task", "protocol"])[["value_pub", "value_re", "diff"]]
+    table["largest difference of one language"] = worst
+    table = table.reset_index()
+    table["suite"] = table["task"].map(SUITE_LABELS).fillna(table["task"])
+    table["protocol"] = table["protocol"].map({"student": "student", "teacher": "OPTICAL's"})
+    order = {s: i for i, s in enumerate([*SUITE_LABELS.values(), "student", "OPTICAL's"])}
+    table = table.sort_values(["suite", "protocol"], key=lambda c: c.map(order))
+    return table.rename(columns={"value_pub": "published (cpu)", "value_re": device,
+                                 "diff": f"{device} − cpu"}
+                        ).set_index(["suite", "protocol"]).drop(columns="task")
+
+
 def sweep_long(path: str | Path) -> pd.DataFrame:
     """A tuning table in one long form (teacher, method, layers, lr, seed, epoch, delta,
     precision, device): a v2 sweep's rows per task and protocol as they are; the partial

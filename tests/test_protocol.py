@@ -538,6 +538,43 @@ def test_the_learning_curve_table_orders_budgets_under_their_zero_shot_model():
     assert report.curve_table(curve, base, "teacher").iloc[2:, 0].tolist() == [1.1, 1.3, 1.4]
 
 
+
+def test_a_device_check_compares_a_rerun_with_the_published_run(tmp_path):
+    import json
+    import shutil
+
+    from optical_lib import report
+
+    run_id = "v2-L2-optical-mse-pool1984-d0-s0-tme5-82ff6594"  # committed, run on the CPU
+    (tmp_path / "runs").mkdir()
+    shutil.copytree(f"results/runs/{run_id}", tmp_path / "runs" / run_id)
+    rows = json.loads((tmp_path / "runs" / run_id / "results.json").read_text())
+    for row in rows:  # the rerun: one language of FLORES X→eng (student) moves by +0.03
+        if (row["task"], row["protocol"], row["metric"]) != ("flores-x-eng", "student",
+                                                            "nDCG@10"):
+            continue
+        if row["scope"] == "language" and row["query_lang"] == "hau":
+            row["value"] += 0.03
+        elif row["scope"] == "macro":
+            row["value"] += 0.001
+    rerun = tmp_path / "device-check" / f"{run_id}-cuda"
+    rerun.mkdir(parents=True)
+    (rerun / "results.json").write_text(json.dumps(rows))
+    assert report.device_checks(tmp_path) == [(run_id, "cuda")]
+    table = report.device_check_table(tmp_path, run_id, "cuda")
+    moved = table.loc[("FLORES X→eng", "student")]
+    assert moved["cuda − cpu"] == pytest.approx(0.001)
+    assert moved["largest difference of one language"] == pytest.approx(0.03)
+    still = table.drop(("FLORES X→eng", "student"))
+    assert (still["cuda − cpu"] == 0).all()
+    assert (still["largest difference of one language"] == 0).all()
+    assert table.index.get_level_values("protocol")[:2].tolist() == ["student", "OPTICAL's"]
+    lost = next(i for i, r in enumerate(rows)
+                if r["scope"] == "language" and r["metric"] == "nDCG@10")
+    (rerun / "results.json").write_text(json.dumps(rows[:lost] + rows[lost + 1:]))
+    with pytest.raises(ValueError, match="same"):
+        report.device_check_table(tmp_path, run_id, "cuda")
+
 def test_the_report_command_answers_help_without_executing_the_page(monkeypatch, capsys):
     from optical_lib import report
 
