@@ -368,6 +368,9 @@ if len(curve):
                                                 digits=3)
             for name, proto in (("Student protocol", "student"),
                                 ("OPTICAL's protocol (me5-small teacher)", "teacher"))]
+    said = [f"*{name}.* " + report.curve_sentences(report.curve_table(curve, base, proto))
+            for name, proto in (("Student protocol", "student"), ("OPTICAL's protocol",
+                                                                  "teacher"))]
     where = report.curve_devices(results_dir, curve)
     on_gpu = where.get("cuda", [])
     devices = ("All rows trained on the CPU." if not on_gpu else
@@ -376,7 +379,10 @@ if len(curve):
                "one device where it can be (see *CPU and GPU* below for what a device changes).")
     out = Markdown("\n\n".join(both) + "\n\nThe zero-shot rows are the float32 baselines "
                    "of the `baselines` profile; the students ran in bf16, and their Δ in "
-                   "their own run records is over a bf16 zero-shot model. " + devices)
+                   "their own run records is over a bf16 zero-shot model. " + devices
+                   + "\n\nAgainst BM25 on passage retrieval (one run per row, no interval: "
+                   "differences of a few thousandths are within what a rerun moves, see *CPU "
+                   "and GPU*):\n\n" + "\n\n".join(said))
 else:
     out = Markdown("*The learning curve has not run yet: its large budgets need a GPU or "
                    "many CPU-hours (see the reproducibility page).*")

@@ -120,6 +120,40 @@ def curve_table(curve: pd.DataFrame, baselines: pd.DataFrame, protocol: str = "s
     return table[columns].dropna(axis=1, how="all")
 
 
+def curve_sentences(table: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R X→eng",
+                                                                   "XQuAD-R eng→eng")) -> str:
+    """Which depths beat BM25 on ``suites`` (the passage-retrieval ones), read off a
+    :func:`curve_table`: a depth whose zero-shot model is above BM25 already, a depth that
+    gets above it with distillation (from its smallest budget that does), or one that never
+    does (with its best distilled value and budget)."""
+    out = []
+    for suite in suites:
+        if suite not in table.columns or "BM25" not in table.index:
+            continue
+        col = table[suite].dropna()
+        bm25 = col.get("BM25")
+        if bm25 is None or pd.isna(bm25):
+            continue
+        parts = []
+        depths = sorted({int(name.split()[0][1:]) for name in col.index if name != "BM25"})
+        for depth in depths:
+            zero = col.get(f"L{depth} zero-shot")
+            trained = col[[name.startswith(f"L{depth} · ") for name in col.index]]
+            if zero is not None and zero > bm25:
+                parts.append(f"L{depth} is above it untrained ({zero:.3f}, {zero - bm25:+.3f})")
+            elif (trained > bm25).any():
+                first = trained[trained > bm25].index[0].split(" · ", 1)[1]
+                value = trained[trained > bm25].iloc[0]
+                parts.append(f"L{depth} gets above it from {first} ({value:.3f}, "
+                             f"{value - bm25:+.3f})")
+            elif len(trained):
+                best = trained.idxmax().split(" · ", 1)[1]
+                parts.append(f"L{depth} stays below it (best {trained.max():.3f}, {best})")
+        if parts:
+            out.append(f"{suite} (BM25 {bm25:.3f}): " + "; ".join(parts) + ".")
+    return " ".join(out)
+
+
 def curve_devices(results_dir: str | Path, curve: pd.DataFrame) -> dict[str, list[str]]:
     """``{device: [system, ...]}`` of the learning curve's trained rows (the names
     :func:`curve_table` gives them), from each run's ``setting.json``."""

@@ -539,6 +539,21 @@ def test_the_learning_curve_table_orders_budgets_under_their_zero_shot_model():
 
 
 
+
+def test_curve_sentences_say_which_depths_beat_bm25_from_which_budget():
+    from optical_lib import report
+
+    table = pd.DataFrame(
+        {"XQuAD-R X→eng": [0.20, 0.05, 0.10, 0.15, 0.10, 0.21, 0.30, 0.30],
+         "FLORES X→eng": [0.9] * 8},
+        index=["BM25", "L2 zero-shot", "L2 · 1,984 pairs", "L2 · 7,936 pairs",
+               "L3 zero-shot", "L3 · 7,936 pairs", "L12 zero-shot", "L12 · 1,984 pairs"])
+    said = report.curve_sentences(table)
+    assert said == ("XQuAD-R X→eng (BM25 0.200): L2 stays below it (best 0.150, 7,936 pairs); "
+                    "L3 gets above it from 7,936 pairs (0.210, +0.010); "
+                    "L12 is above it untrained (0.300, +0.100).")
+    assert report.curve_sentences(table.drop(index="BM25")) == ""
+
 def test_a_device_check_compares_a_rerun_with_the_published_run(tmp_path):
     import json
     import shutil
