@@ -26,7 +26,7 @@ SUPERSEDED = "superseded"
 #: The slice the index reports: macro nDCG@10, FLORES-200 X→eng.
 TASK, METRIC = "flores-x-eng", "nDCG@10"
 COLUMNS = ("setting", "profiles", "split", "L", "teacher", "k", "draw", "pairs", "epochs",
-           "precision", "nDCG@10", "Δ student", "Δ OPTICAL", "minutes")
+           "precision", "device", "nDCG@10", "Δ student", "Δ OPTICAL", "minutes")
 
 PAGE = """# Every version 2 run
 
@@ -41,9 +41,10 @@ current profile (an earlier version of a setting, kept because its files are com
 study does not read it). *nDCG@10* is macro nDCG@10 on FLORES-200 X→eng (the split's
 languages) with the student encoding both sides (BM25: its own lexical ranking); the two
 Δ columns are the gain over the same-depth zero-shot model under the student protocol and
-under OPTICAL's (the teacher encodes the English side). Written by `make analysis`
+under OPTICAL's (the teacher encodes the English side). *device* is where the run trained
+and was evaluated (cuda: a lent GPU); its *minutes* are that device's. Written by `make analysis`
 (`python -m optical_lib.runs_index`) from the result files; {n_runs} runs,
-{hours} hours of papermill wall-clock time.
+{hours} hours of papermill wall-clock time ({device_hours}).
 
 {table}
 """
@@ -91,6 +92,7 @@ def _row(layout: ResultsLayout, notebook: Path, plans: dict[str, list[str]]) -> 
         "pairs": config.budget if trains else None,
         "epochs": config.training.epochs if trains else None,
         "precision": (config.training.amp or "fp32") if not lexical else None,
+        "device": setting["config"].get("device") or "cpu",
         "nDCG@10": _macro(rows, TASK, METRIC, "lexical" if lexical else "student"),
         "Δ student": _macro(rows, TASK, f"delta:{METRIC}", "student"),
         "Δ OPTICAL": _macro(rows, TASK, f"delta:{METRIC}", "teacher"),
@@ -132,11 +134,15 @@ def write_page(results_dir: str | Path = "results", book_dir: str | Path = "book
 
     table = runs_index(results_dir, runs_dir, plans=plans)
     hours = table["minutes"].sum() / 60
+    on = table.groupby("device")["minutes"].sum() / 60
+    names = {"cpu": "on the CPU", "cuda": "on a GPU"}
+    device_hours = ", ".join(f"{h:.1f} {names.get(d, 'on ' + d)}" for d, h in on.items())
     body = markdown_table(table, formats={"nDCG@10": ".3f", "Δ student": "+.3f",
                                           "Δ OPTICAL": "+.3f", "minutes": ".1f"})
     return atomic_write(Path(book_dir) / "runs_v2.md",
                         PAGE.format(superseded=SUPERSEDED, n_runs=len(table),
-                                    hours=f"{hours:.1f}", table=body))
+                                    hours=f"{hours:.1f}", device_hours=device_hours,
+                                    table=body))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -412,6 +412,18 @@ def test_runs_index_reads_every_v2_run_notebook(tmp_path):
     text = index.write_page(layout.root, tmp_path / "book", layout.notebooks,
                             plans=plans).read_text()
     assert "3 runs" in text and text.count("| quick, full |") == 2
+    assert table["device"].tolist() == ["cpu"] * 3
+    assert f"({3 * SECONDS / 3600:.1f} on the CPU)" in text
+    # a run computed on a GPU says so, and its hours are counted apart
+    setting = layout.setting_file(run_id)
+    record = json.loads(setting.read_text())
+    setting.write_text(json.dumps({**record, "config": {**record["config"], "device": "cuda"}}))
+    table = index.runs_index(layout.root, layout.notebooks, plans=plans)
+    assert table.loc[table["setting"].str.contains(run_id), "device"].tolist() == ["cuda"]
+    text = index.write_page(layout.root, tmp_path / "book", layout.notebooks,
+                            plans=plans).read_text()
+    assert (f"({2 * SECONDS / 3600:.1f} on the CPU, {SECONDS / 3600:.1f} on a GPU)"
+            in text)
     # a notebook without its result files is an error, not a row
     nbformat.write(nbformat.v4.new_notebook(), layout.notebooks / "v2-L2-none-tme5-0000.ipynb")
     with pytest.raises(FileNotFoundError, match="v2-L2-none-tme5-0000"):
