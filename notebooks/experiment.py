@@ -58,10 +58,16 @@ run_id: str = None  # the grid's planned id of this setting: a mismatch stops be
 # pinned checksums of every file it reads) before any compute.
 
 # %%
+import warnings
 from pathlib import Path
 
 from IPython.display import Markdown, display
 from myst_nb import glue
+from tqdm import TqdmWarning
+
+# transformers imports tqdm.auto, which warns in a kernel without ipywidgets; this page's
+# progress bars are plain text (or off), so the warning would say nothing about the run
+warnings.filterwarnings("ignore", message="IProgress not found", category=TqdmWarning)
 
 from optical_lib import plots
 from optical_lib.analysis import markdown_table
@@ -142,7 +148,7 @@ else:
 # %%
 rows, per_query = evaluate_student(config, student, teacher)
 layout = ResultsLayout(root=Path(results_dir).parent)
-prov = provenance(data_digests)
+prov = provenance(data_digests, config.device)
 out = write_setting(config, rows, per_query, history, sample, layout, prov)
 discard_checkpoint(config)
 results = read_results(layout.results_file(config.run_id))

@@ -552,15 +552,19 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def provenance(data_digests: Mapping[str, str]) -> dict:
-    """What a reader needs to trust a run: threads, code version, data, date (UTC)."""
+def provenance(data_digests: Mapping[str, str], device: str = "cpu") -> dict:
+    """What a reader needs to trust a run: threads, code version, data, date (UTC), and on
+    a GPU its name (``accelerator``)."""
     import datetime
     import platform
 
-    return {"threads": torch.get_num_threads(), "torch": torch.__version__,
-            "python": platform.python_version(), "commit": git_commit(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "data_sha256": dict(data_digests)}
+    record = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+              "python": platform.python_version(), "commit": git_commit(),
+              "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "data_sha256": dict(data_digests)}
+    if torch.device(device).type == "cuda":
+        record["accelerator"] = torch.cuda.get_device_name(torch.device(device))
+    return record
 
 
 def apply_threads(config: ExperimentConfig) -> int:

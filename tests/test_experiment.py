@@ -310,3 +310,13 @@ def test_a_setting_cut_short_resumes_from_its_checkpoint(tmp_path, monkeypatch, 
     assert fresh["step"].tolist() == uncut["step"].tolist()  # all of its steps, from 1
     experiment.discard_checkpoint(other)
     assert not (tmp_path / "ckpt").exists()
+
+
+def test_provenance_names_the_gpu_a_run_used(monkeypatch):
+    from optical_lib.experiment import provenance
+
+    on_cpu = provenance({"flores-200": "abc"})
+    assert "accelerator" not in on_cpu and on_cpu["data_sha256"] == {"flores-200": "abc"}
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
+    assert provenance({}, "cuda")["accelerator"] == "NVIDIA H100"
+    assert provenance({}, "cuda:0")["accelerator"] == "NVIDIA H100"

@@ -505,6 +505,17 @@ def test_smoke_on_a_dask_local_cluster_equals_local(smoke_local, tmp_path):
     assert info["executor"] == "dask" and info["workers"] == 2
 
 
+def test_run_pages_show_no_stray_warning(smoke_local):
+    """The executed run notebooks (published pages) carry no library warning noise."""
+    tmp_path, _ = smoke_local
+    pages = sorted((tmp_path / "book" / "runs").glob("*.ipynb"))
+    assert pages
+    for page in pages:
+        nb = nbformat.read(page, as_version=4)
+        text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
+        assert "TqdmWarning" not in text, page.name
+
+
 @pytest.mark.slow
 def test_smoke_profile_end_to_end_into_a_strict_book(smoke_local):
     """The real notebooks on the real model and data, then the analysis, then the book."""
