@@ -374,7 +374,7 @@ if len(curve):
     where = report.curve_devices(results_dir, curve)
     on_gpu = where.get("cuda", [])
     devices = ("All rows trained on the CPU." if not on_gpu else
-               f"Trained on a lent GPU (an H100): {', '.join(on_gpu)}; every other row on "
+               f"Trained on a lent GPU: {', '.join(on_gpu)}; every other row on "
                "the CPU. A depth's curve is compared within itself, so a depth is given to "
                "one device where it can be (see *CPU and GPU* below for what a device changes).")
     out = Markdown("\n\n".join(both) + "\n\nThe zero-shot rows are the float32 baselines "
