@@ -150,6 +150,29 @@ class ResultsLayout:
         return json.loads(notebook.read_text()).get("metadata", {}).get("papermill", {}).get(
             "duration")
 
+    def earlier_attempts_s(self, run_id: str) -> float:
+        """Training seconds a run spent in attempts before the one its notebook records (a
+        setting cut short resumes from its checkpoint: ``history.csv`` numbers each step's
+        attempt and keeps the training clock across them); 0 for a run trained in one go.
+        The minutes between an attempt's last checkpoint and its end were lost and are not
+        counted."""
+        import csv
+
+        path = self.history_file(run_id)
+        if not path.exists():
+            return 0.0
+        with path.open(newline="") as f:
+            rows = [(int(r["attempt"]), float(r["wall_s"])) for r in csv.DictReader(f)
+                    if r.get("attempt") not in (None, "") and r.get("wall_s") not in (None, "")]
+        last = max((a for a, _ in rows), default=1)
+        return max((w for a, w in rows if a < last), default=0.0)
+
+    def run_seconds(self, run_id: str) -> float | None:
+        """A run's compute time: :meth:`notebook_seconds` plus :meth:`earlier_attempts_s`
+        (None without the notebook's record)."""
+        seconds = self.notebook_seconds(run_id)
+        return None if seconds is None else seconds + self.earlier_attempts_s(run_id)
+
     def is_finished(self, run_id: str) -> bool:
         """Results written *and* the executed notebook in place (a kill between the two
         would otherwise leave a result without its page in the book)."""

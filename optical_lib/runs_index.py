@@ -42,7 +42,8 @@ study does not read it). *nDCG@10* is macro nDCG@10 on FLORES-200 X→eng (the s
 languages) with the student encoding both sides (BM25: its own lexical ranking); the two
 Δ columns are the gain over the same-depth zero-shot model under the student protocol and
 under OPTICAL's (the teacher encodes the English side). *device* is where the run trained
-and was evaluated (cuda: a lent GPU); its *minutes* are that device's. Written by `make analysis`
+and was evaluated (cuda: a lent GPU); its *minutes* are that device's, the training of
+earlier attempts included for a run that resumed from a checkpoint. Written by `make analysis`
 (`python -m optical_lib.runs_index`) from the result files; {n_runs} runs,
 {hours} hours of papermill wall-clock time ({device_hours}).
 
@@ -79,7 +80,7 @@ def _row(layout: ResultsLayout, notebook: Path, plans: dict[str, list[str]]) -> 
     flat = {k: v for k, v in setting["config"].items() if k != "training"}
     config = ExperimentConfig.from_parameters(**flat)
     rows = json.loads(layout.results_file(run_id).read_text())
-    seconds = layout.notebook_seconds(run_id)
+    seconds = layout.run_seconds(run_id)  # earlier attempts' training included
     trains, lexical = config.trains, config.method == "bm25"
     return {
         "setting": f"[{config.title}](runs/{run_id}.ipynb)",

@@ -127,29 +127,13 @@ def group_description(inv: pd.DataFrame, group: str = CORE) -> str:
     return ", ".join(words)
 
 
-def earlier_attempts_s(layout: ResultsLayout, run_id: str) -> float:
-    """Training seconds a run spent in attempts before the one its notebook records (a
-    setting cut short resumes from its checkpoint: ``history.csv`` numbers each step's
-    attempt and keeps the training clock across them); 0 for a run trained in one go. The
-    minutes between an attempt's last checkpoint and its end were lost and are not counted."""
-    path = layout.history_file(run_id)
-    if not path.exists():
-        return 0.0
-    history = pd.read_csv(path, usecols=lambda c: c in ("attempt", "wall_s"))
-    if "attempt" not in history or history["attempt"].max() <= 1:
-        return 0.0
-    return float(history.loc[history["attempt"] < history["attempt"].max(), "wall_s"].max())
-
-
 def _run_record(layout: ResultsLayout, run_id: str) -> dict[str, Any]:
     """What a finished run recorded about its execution: papermill's duration of the run
     notebook (plus the training seconds of its earlier attempts), and the threads, device,
     torch version and date of its ``setting.json``."""
     out: dict[str, Any] = {}
     if layout.notebook(run_id).exists():
-        seconds = layout.notebook_seconds(run_id)
-        out["seconds"] = None if seconds is None else seconds + earlier_attempts_s(layout,
-                                                                                   run_id)
+        out["seconds"] = layout.run_seconds(run_id)
     setting = json.loads(layout.setting_file(run_id).read_text())
     provenance = setting.get("provenance") or {}
     out["threads"] = provenance.get("threads", setting["config"].get("threads"))

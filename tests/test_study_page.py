@@ -178,7 +178,7 @@ def test_inventory_groups_and_status_counts(tmp_path):
     resumed = inv.loc[inv["finished"] & inv["trains"], "run_id"].iloc[0]
     pd.DataFrame({"step": [1, 2, 3, 4], "wall_s": [10.0, 20.0, 25.0, 32.0],
                   "attempt": [1, 1, 2, 2]}).to_csv(layout.history_file(resumed), index=False)
-    assert page.earlier_attempts_s(layout, resumed) == 20.0
+    assert layout.earlier_attempts_s(resumed) == 20.0
     again = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
     assert again.set_index("run_id").loc[resumed, "seconds"] == SECONDS + 20.0
     layout.history_file(resumed).unlink()
@@ -407,6 +407,13 @@ def test_runs_index_reads_every_v2_run_notebook(tmp_path):
     assert run["Δ student"] == pytest.approx(macro["delta:nDCG@10", "student"])
     assert run["Δ OPTICAL"] == pytest.approx(macro["delta:nDCG@10", "teacher"])
     assert run["minutes"] == pytest.approx(SECONDS / 60) and run["L"] == trained["layers"]
+    # a run that resumed from a checkpoint counts its earlier attempts' training too
+    pd.DataFrame({"step": [1, 2, 3], "wall_s": [30.0, 60.0, 90.0],
+                  "attempt": [1, 1, 2]}).to_csv(layout.history_file(run_id), index=False)
+    resumed = index.runs_index(layout.root, layout.notebooks, plans=plans)
+    assert resumed.loc[resumed["setting"].str.contains(run_id), "minutes"].tolist() == [
+        pytest.approx((SECONDS + 60) / 60)]
+    layout.history_file(run_id).unlink()
     lexical = table[table["setting"].str.startswith("[BM25]")].iloc[0]
     assert pd.isna(lexical["L"]) and pd.isna(lexical["Δ student"]) and lexical["nDCG@10"] > 0
     text = index.write_page(layout.root, tmp_path / "book", layout.notebooks,
