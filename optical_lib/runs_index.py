@@ -45,7 +45,7 @@ under OPTICAL's (the teacher encodes the English side). *device* is where the ru
 and was evaluated (cuda: a lent GPU); its *minutes* are that device's, the training of
 earlier attempts included for a run that resumed from a checkpoint. Written by `make analysis`
 (`python -m optical_lib.runs_index`) from the result files; {n_runs} runs,
-{hours} hours of papermill wall-clock time ({device_hours}).
+{hours} hours of papermill wall-clock time with earlier attempts ({device_hours}).
 
 {table}
 """
