@@ -400,15 +400,17 @@ out
 
 # %% tags=["remove-input"]
 checks = report.device_checks(results_dir)
+where = {"cpu": "the CPU", "cuda": "a GPU (cuda)"}
 if checks:
     parts = []
     for run_id, device in checks:
         check = report.device_check_table(results_dir, run_id, device)
-        diff = check[f"{device} − cpu"].abs()
+        diff = check["rerun − published"].abs()
         worst = check["largest difference of one language"].max()
         suite, proto = diff.idxmax()
         parts.append(
-            f"**`{run_id}`** on {device}\n\n" + markdown_table(check.reset_index(), digits=4)
+            f"**`{run_id}`**, published from {where[report.run_device(results_dir, run_id)]}, "
+            f"rerun on {where[device]}\n\n" + markdown_table(check.reset_index(), digits=4)
             + f"\n\nThe macro nDCG@10 moved by at most {diff.max():.4f} ({suite}, {proto} "
             f"protocol) and one language's by at most {worst:.4f}. Differences of this size "
             "matter wherever a contrast is small, which is why a GPU "

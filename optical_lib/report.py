@@ -178,11 +178,20 @@ def device_checks(results_dir: str | Path) -> list[tuple[str, str]]:
     return [(run_id, device) for run_id, device in found]
 
 
+def run_device(results_dir: str | Path, run_id: str) -> str:
+    """The device a published run trained and was evaluated on (its ``setting.json``)."""
+    import json
+
+    setting = ResultsLayout(root=Path(results_dir)).setting_file(run_id)
+    return json.loads(setting.read_text())["config"].get("device") or "cpu"
+
+
 def device_check_table(results_dir: str | Path, run_id: str, device: str,
                        metric: str = PRIMARY_METRIC) -> pd.DataFrame:
     """The published run of ``run_id`` beside its rerun on ``device``, per suite and
-    protocol: the macro ``metric`` of each, their difference (rerun minus published) and the
-    largest difference of one language."""
+    protocol: the macro ``metric`` of each (``published``, ``rerun``), their difference
+    (``rerun − published``) and the largest difference of one language. Which device the
+    published run used: :func:`run_device`."""
     layout = ResultsLayout(root=Path(results_dir))
     published = read_results(layout.results_file(run_id))
     rerun = read_results(Path(results_dir) / "device-check" / f"{run_id}-{device}"
@@ -206,8 +215,8 @@ def device_check_table(results_dir: str | Path, run_id: str, device: str,
     table["protocol"] = table["protocol"].map({"student": "student", "teacher": "OPTICAL's"})
     order = {s: i for i, s in enumerate([*SUITE_LABELS.values(), "student", "OPTICAL's"])}
     table = table.sort_values(["suite", "protocol"], key=lambda c: c.map(order))
-    return table.rename(columns={"value_pub": "published (cpu)", "value_re": device,
-                                 "diff": f"{device} − cpu"}
+    return table.rename(columns={"value_pub": "published", "value_re": "rerun",
+                                 "diff": "rerun − published"}
                         ).set_index(["suite", "protocol"]).drop(columns="task")
 
 

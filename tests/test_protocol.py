@@ -578,10 +578,11 @@ def test_a_device_check_compares_a_rerun_with_the_published_run(tmp_path):
     assert report.device_checks(tmp_path) == [(run_id, "cuda")]
     table = report.device_check_table(tmp_path, run_id, "cuda")
     moved = table.loc[("FLORES X→eng", "student")]
-    assert moved["cuda − cpu"] == pytest.approx(0.001)
+    assert moved["rerun − published"] == pytest.approx(0.001)
     assert moved["largest difference of one language"] == pytest.approx(0.03)
     still = table.drop(("FLORES X→eng", "student"))
-    assert (still["cuda − cpu"] == 0).all()
+    assert (still["rerun − published"] == 0).all()
+    assert report.run_device(tmp_path, run_id) == "cpu"
     assert (still["largest difference of one language"] == 0).all()
     assert table.index.get_level_values("protocol")[:2].tolist() == ["student", "OPTICAL's"]
     lost = next(i for i, r in enumerate(rows)
