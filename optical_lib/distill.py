@@ -184,8 +184,15 @@ class TeacherStates:
     English sentences (data v2 holds the English side fixed across k). They are kept per
     text (unpadded, float32) in memory and, with ``directory``, on disk as one file per
     (teacher weights, prompt, length) and text, so runs in other processes reuse them.
-    A batch rebuilt from stored vectors equals the teacher's forward pass on that batch up
-    to float rounding (padding changes matrix shapes, not the masked attention).
+
+    Every text is encoded padded to the full length ``max_length`` (``fixed_length``), so
+    its vectors are the same whichever batch first computed them: under bf16 the rounding
+    of a text's vectors depends on the padded length of its batch (up to ~0.01 per
+    coordinate, measured on both teachers), which made a run depend on which run had filled
+    the store, and a resumed run (whose store was refilled in other batches) differ from
+    one never cut short. A batch rebuilt from stored vectors therefore equals the teacher's
+    forward pass on that batch only up to that rounding. (The disk store's folder names the
+    rule, ``-fixed``: vectors computed before it are never mixed in.)
     """
 
     def __init__(self, directory: str | Path | None = None, memory_limit: int | None = None):
@@ -197,7 +204,8 @@ class TeacherStates:
         self.reused = 0
 
     def _key(self, teacher: Encoder, prompt_name: str, max_length: int) -> str | None:
-        return teacher.embedding_key(prompt_name, max_length)
+        key = teacher.embedding_key(prompt_name, max_length)
+        return None if key is None else f"{key}-fixed"
 
     def _path(self, key: str | None, text: str) -> Path | None:
         if self.directory is None or key is None:
@@ -224,7 +232,7 @@ class TeacherStates:
                 out[text] = hit
         self.reused += len(texts) - len(missing)
         if missing:
-            batch = teacher.tokenize(missing, prompt_name, max_length)
+            batch = teacher.tokenize(missing, prompt_name, max_length, fixed_length=True)
             with torch.no_grad():
                 tokens = teacher.token_vectors(batch).float()
             lengths = batch["attention_mask"].sum(1).tolist()

@@ -569,12 +569,17 @@ class Encoder:
         return key if self.precision == "fp32" else f"{key}-{self.precision}"
 
     def tokenize(self, texts: list[str], prompt_name: str | None = "query",
-                 max_length: int | None = None) -> dict[str, torch.Tensor]:
+                 max_length: int | None = None,
+                 fixed_length: bool = False) -> dict[str, torch.Tensor]:
         """Tokenise ``prompt + text`` with padding, truncated to :meth:`input_length`;
-        tensors on the model's device."""
+        tensors on the model's device. ``fixed_length`` pads every text to that length
+        instead of the batch's longest (a text's vectors then do not depend on its batch:
+        bf16 rounding depends on the padded length)."""
         prefix = self.prompt(prompt_name)
-        batch = self.tokenizer([prefix + t for t in texts], padding=True, truncation=True,
-                               max_length=self.input_length(max_length), return_tensors="pt")
+        batch = self.tokenizer([prefix + t for t in texts],
+                               padding="max_length" if fixed_length else True,
+                               truncation=True, max_length=self.input_length(max_length),
+                               return_tensors="pt")
         return {k: v.to(self.device) for k, v in batch.items() if k != "token_type_ids"}
 
     def autocast(self):

@@ -475,6 +475,26 @@ def test_the_learning_curve_pool_is_nested_and_leaves_out_evaluation_english():
     assert "pool, 7936 pairs" in config.title and "-pool7936-" in config.run_id
 
 
+def test_teacher_states_do_not_depend_on_the_batch_that_computed_them(l2):
+    """Under bf16 a forward pass rounds a text's vectors differently at another padded
+    length; the store pads every text to the full length, so they are the same."""
+    text = "The committee approved the new budget on Tuesday."
+    long = "A considerably longer sentence that pads the short one a lot, " * 3
+    precision = l2.precision
+    l2.precision = "bf16"
+    try:
+        batch = l2.tokenize([text, long], "query", 64)
+        with torch.no_grad():
+            alone = l2.token_vectors(l2.tokenize([text], "query", 64))[0]
+            padded = l2.token_vectors(batch)[0, : alone.shape[0]]
+        assert not torch.equal(alone, padded)  # what the store must not depend on
+        first = TeacherStates().states(l2, [text], "query", 64)[0]
+        second = TeacherStates().states(l2, [long, text, "Hi"], "query", 64)[1]
+    finally:
+        l2.precision = precision
+    assert torch.equal(first, second)
+
+
 def test_teacher_states_memory_limit_recomputes_beyond_it(l2):
     states = TeacherStates(memory_limit=1)
     texts = ["one sentence", "another sentence"]
