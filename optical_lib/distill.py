@@ -176,6 +176,12 @@ def _prefix_tokens(encoder: Encoder, prompt_name: str) -> int:
     return len(with_prefix) - len(alone)
 
 
+#: How the teacher's token vectors of a run were computed (recorded in each run's
+#: provenance): "fixed-length", padded to the training length whatever the batch (runs
+#: before this rule recorded nothing and used their first batch's padded length).
+TEACHER_STATES_RULE = "fixed-length"
+
+
 class TeacherStates:
     """The frozen teacher's token vectors of English texts, computed once and reused.
 

@@ -553,15 +553,18 @@ def git_commit() -> str | None:
 
 
 def provenance(data_digests: Mapping[str, str], device: str = "cpu") -> dict:
-    """What a reader needs to trust a run: threads, code version, data, date (UTC), and on
-    a GPU its name (``accelerator``)."""
+    """What a reader needs to trust a run: threads, code version, data, date (UTC), how the
+    teacher's vectors were computed (``teacher_states``, :data:`TEACHER_STATES_RULE`) and
+    on a GPU its name (``accelerator``)."""
     import datetime
     import platform
+
+    from .distill import TEACHER_STATES_RULE
 
     record = {"threads": torch.get_num_threads(), "torch": torch.__version__,
               "python": platform.python_version(), "commit": git_commit(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "data_sha256": dict(data_digests)}
+              "data_sha256": dict(data_digests), "teacher_states": TEACHER_STATES_RULE}
     if torch.device(device).type == "cuda":
         record["accelerator"] = torch.cuda.get_device_name(torch.device(device))
     return record

@@ -317,6 +317,7 @@ def test_provenance_names_the_gpu_a_run_used(monkeypatch):
 
     on_cpu = provenance({"flores-200": "abc"})
     assert "accelerator" not in on_cpu and on_cpu["data_sha256"] == {"flores-200": "abc"}
+    assert on_cpu["teacher_states"] == "fixed-length"
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
     assert provenance({}, "cuda")["accelerator"] == "NVIDIA H100"
     assert provenance({}, "cuda:0")["accelerator"] == "NVIDIA H100"
