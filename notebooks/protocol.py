@@ -377,6 +377,11 @@ if len(curve):
                f"Trained on a lent GPU: {', '.join(on_gpu)}; every other row on "
                "the CPU. A depth's curve is compared within itself, so a depth is given to "
                "one device where it can be (see *CPU and GPU* below for what a device changes).")
+    rules = report.curve_devices(results_dir, curve, "teacher_states")
+    if rules.get("before"):
+        devices += (" Computed before the fixed-length teacher-state rule (see the "
+                    "reproducibility page): " + (", ".join(rules["before"])
+                                                 if len(rules) > 1 else "every row") + ".")
     out = Markdown("\n\n".join(both) + "\n\nThe zero-shot rows are the float32 baselines "
                    "of the `baselines` profile; the students ran in bf16, and their Δ in "
                    "their own run records is over a bf16 zero-shot model. " + devices

@@ -154,9 +154,12 @@ def curve_sentences(table: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R X�
     return " ".join(out)
 
 
-def curve_devices(results_dir: str | Path, curve: pd.DataFrame) -> dict[str, list[str]]:
+def curve_devices(results_dir: str | Path, curve: pd.DataFrame,
+                  what: str = "device") -> dict[str, list[str]]:
     """``{device: [system, ...]}`` of the learning curve's trained rows (the names
-    :func:`curve_table` gives them), from each run's ``setting.json``."""
+    :func:`curve_table` gives them), from each run's ``setting.json``; with ``what=
+    "teacher_states"``, ``{rule: [system, ...]}`` by the teacher-state rule its provenance
+    records ("before" where it records none: computed before the rule existed)."""
     import json
 
     layout = ResultsLayout(root=Path(results_dir))
@@ -164,9 +167,12 @@ def curve_devices(results_dir: str | Path, curve: pd.DataFrame) -> dict[str, lis
     runs = curve[["run_id", "layers", "budget"]].drop_duplicates()
     for run in runs.sort_values(["layers", "budget"]).itertuples():
         setting = json.loads(layout.setting_file(run.run_id).read_text())
-        device = setting["config"].get("device") or "cpu"
+        if what == "device":
+            key = setting["config"].get("device") or "cpu"
+        else:
+            key = (setting.get("provenance") or {}).get("teacher_states", "before")
         size = f"{int(run.budget):,} pairs" if run.budget > 0 else "whole pool"
-        out.setdefault(device, []).append(f"L{int(run.layers)} · {size}")
+        out.setdefault(key, []).append(f"L{int(run.layers)} · {size}")
     return out
 
 

@@ -574,6 +574,25 @@ def test_curve_sentences_say_which_depths_beat_bm25_from_which_budget():
                     "L12 is above it untrained (0.300, +0.100).")
     assert report.curve_sentences(table.drop(index="BM25")) == ""
 
+
+def test_curve_rows_say_where_and_under_which_teacher_state_rule_they_ran(tmp_path):
+    import json
+
+    from optical_lib import report
+
+    runs = {"a": (2, 1984, "cpu", {}), "b": (2, 0, "cpu", {"teacher_states": "fixed-length"}),
+            "c": (12, 7936, "cuda", {})}
+    for run_id, (_, _, device, prov) in runs.items():
+        (tmp_path / "runs" / run_id).mkdir(parents=True)
+        (tmp_path / "runs" / run_id / "setting.json").write_text(
+            json.dumps({"config": {"device": device}, "provenance": prov}))
+    curve = pd.DataFrame([{"run_id": r, "layers": n, "budget": b}
+                          for r, (n, b, _, _) in runs.items() for _ in range(2)])
+    assert report.curve_devices(tmp_path, curve) == {
+        "cpu": ["L2 · 1,984 pairs", "L2 · whole pool"], "cuda": ["L12 · 7,936 pairs"]}
+    assert report.curve_devices(tmp_path, curve, "teacher_states") == {
+        "before": ["L2 · 1,984 pairs", "L12 · 7,936 pairs"], "fixed-length": ["L2 · whole pool"]}
+
 def test_a_device_check_compares_a_rerun_with_the_published_run(tmp_path):
     import json
     import shutil
