@@ -165,7 +165,8 @@ def curve_devices(results_dir: str | Path, curve: pd.DataFrame,
     layout = ResultsLayout(root=Path(results_dir))
     out: dict[str, list[str]] = {}
     runs = curve[["run_id", "layers", "budget"]].drop_duplicates()
-    for run in runs.sort_values(["layers", "budget"]).itertuples():
+    runs = runs.assign(order=runs["budget"].where(runs["budget"] > 0, float("inf")))
+    for run in runs.sort_values(["layers", "order"]).itertuples():  # the whole pool last
         setting = json.loads(layout.setting_file(run.run_id).read_text())
         if what == "device":
             key = setting["config"].get("device") or "cpu"
