@@ -177,12 +177,24 @@ def curve_devices(results_dir: str | Path, curve: pd.DataFrame,
     return out
 
 
-def device_checks(results_dir: str | Path) -> list[tuple[str, str]]:
-    """``(run_id, device)`` of every device check: a published setting run again, unchanged,
-    on another device, its files in ``results/device-check/<run_id>-<device>/``."""
-    root = Path(results_dir) / "device-check"
-    found = [d.name.rsplit("-", 1) for d in sorted(root.glob("*-*")) if d.is_dir()]
-    return [(run_id, device) for run_id, device in found]
+#: How a second computation of a published setting differs from it (the label of its
+#: folder ``results/reruns/<run_id>--<label>/``).
+RERUNS = {
+    "cuda": "the same setting run again, unchanged, on a GPU",
+    "batch-padded-states": "the same setting computed before the fixed-length teacher-state "
+                           "rule (its teacher vectors at their first batch's padded length)",
+}
+
+
+def reruns(results_dir: str | Path) -> list[tuple[str, str]]:
+    """``(run_id, label)`` of every second computation of a published setting, in
+    ``results/reruns/<run_id>--<label>/`` (labels: :data:`RERUNS`)."""
+    root = Path(results_dir) / "reruns"
+    found = [tuple(d.name.split("--", 1)) for d in sorted(root.glob("*--*")) if d.is_dir()]
+    unknown = sorted({label for _, label in found} - set(RERUNS))
+    if unknown:
+        raise ValueError(f"{root}: unknown rerun label(s) {unknown}; known: {sorted(RERUNS)}")
+    return found
 
 
 def run_device(results_dir: str | Path, run_id: str) -> str:
@@ -193,15 +205,15 @@ def run_device(results_dir: str | Path, run_id: str) -> str:
     return json.loads(setting.read_text())["config"].get("device") or "cpu"
 
 
-def device_check_table(results_dir: str | Path, run_id: str, device: str,
-                       metric: str = PRIMARY_METRIC) -> pd.DataFrame:
-    """The published run of ``run_id`` beside its rerun on ``device``, per suite and
-    protocol: the macro ``metric`` of each (``published``, ``rerun``), their difference
-    (``rerun − published``) and the largest difference of one language. Which device the
-    published run used: :func:`run_device`."""
+def rerun_table(results_dir: str | Path, run_id: str, label: str,
+                metric: str = PRIMARY_METRIC) -> pd.DataFrame:
+    """The published run of ``run_id`` beside its second computation ``label``
+    (:func:`reruns`), per suite and protocol: the macro ``metric`` of each (``published``,
+    ``rerun``), their difference (``rerun − published``) and the largest difference of one
+    language. Which device the published run used: :func:`run_device`."""
     layout = ResultsLayout(root=Path(results_dir))
     published = read_results(layout.results_file(run_id))
-    rerun = read_results(Path(results_dir) / "device-check" / f"{run_id}-{device}"
+    rerun = read_results(Path(results_dir) / "reruns" / f"{run_id}--{label}"
                          / "results.json")
     keys = ["task", "protocol", "query_lang", "doc_lang"]
     rows = []
@@ -209,7 +221,7 @@ def device_check_table(results_dir: str | Path, run_id: str, device: str,
         a, b = (r[(r["scope"] == scope) & (r["metric"] == metric)] for r in (published, rerun))
         both = a.merge(b, on=keys, suffixes=("_pub", "_re"), validate="one_to_one")
         if len(both) != len(a) or len(both) != len(b):
-            raise ValueError(f"the device check of {run_id} does not hold the same "
+            raise ValueError(f"the rerun {label} of {run_id} does not hold the same "
                              f"{scope} rows as the published run")
         both["diff"] = both["value_re"] - both["value_pub"]
         rows.append(both.assign(scope=scope))

@@ -593,7 +593,7 @@ def test_curve_rows_say_where_and_under_which_teacher_state_rule_they_ran(tmp_pa
     assert report.curve_devices(tmp_path, curve, "teacher_states") == {
         "before": ["L2 · 1,984 pairs", "L12 · 7,936 pairs"], "fixed-length": ["L2 · whole pool"]}
 
-def test_a_device_check_compares_a_rerun_with_the_published_run(tmp_path):
+def test_a_rerun_is_compared_with_the_published_run(tmp_path):
     import json
     import shutil
 
@@ -611,11 +611,11 @@ def test_a_device_check_compares_a_rerun_with_the_published_run(tmp_path):
             row["value"] += 0.03
         elif row["scope"] == "macro":
             row["value"] += 0.001
-    rerun = tmp_path / "device-check" / f"{run_id}-cuda"
+    rerun = tmp_path / "reruns" / f"{run_id}--cuda"
     rerun.mkdir(parents=True)
     (rerun / "results.json").write_text(json.dumps(rows))
-    assert report.device_checks(tmp_path) == [(run_id, "cuda")]
-    table = report.device_check_table(tmp_path, run_id, "cuda")
+    assert report.reruns(tmp_path) == [(run_id, "cuda")]
+    table = report.rerun_table(tmp_path, run_id, "cuda")
     moved = table.loc[("FLORES X→eng", "student")]
     assert moved["rerun − published"] == pytest.approx(0.001)
     assert moved["largest difference of one language"] == pytest.approx(0.03)
@@ -628,7 +628,10 @@ def test_a_device_check_compares_a_rerun_with_the_published_run(tmp_path):
                 if r["scope"] == "language" and r["metric"] == "nDCG@10")
     (rerun / "results.json").write_text(json.dumps(rows[:lost] + rows[lost + 1:]))
     with pytest.raises(ValueError, match="same"):
-        report.device_check_table(tmp_path, run_id, "cuda")
+        report.rerun_table(tmp_path, run_id, "cuda")
+    (tmp_path / "reruns" / f"{run_id}--somewhere").mkdir()
+    with pytest.raises(ValueError, match="unknown rerun label"):
+        report.reruns(tmp_path)
 
 def test_the_report_command_answers_help_without_executing_the_page(monkeypatch, capsys):
     from optical_lib import report
