@@ -198,7 +198,7 @@ class TeacherStates:
     the store, and a resumed run (whose store was refilled in other batches) differ from
     one never cut short. A batch rebuilt from stored vectors therefore equals the teacher's
     forward pass on that batch only up to that rounding. (The disk store's folder names the
-    rule, ``-fixed``: vectors computed before it are never mixed in.)
+    rule, :data:`TEACHER_STATES_RULE`: vectors computed before it are never mixed in.)
     """
 
     def __init__(self, directory: str | Path | None = None, memory_limit: int | None = None):
@@ -211,7 +211,7 @@ class TeacherStates:
 
     def _key(self, teacher: Encoder, prompt_name: str, max_length: int) -> str | None:
         key = teacher.embedding_key(prompt_name, max_length)
-        return None if key is None else f"{key}-fixed"
+        return None if key is None else f"{key}-{TEACHER_STATES_RULE}"
 
     def _path(self, key: str | None, text: str) -> Path | None:
         if self.directory is None or key is None:

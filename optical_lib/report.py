@@ -154,6 +154,14 @@ def curve_sentences(table: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R Xâ†
     return " ".join(out)
 
 
+def run_device(results_dir: str | Path, run_id: str) -> str:
+    """The device a published run trained and was evaluated on (its ``setting.json``)."""
+    import json
+
+    setting = ResultsLayout(root=Path(results_dir)).setting_file(run_id)
+    return json.loads(setting.read_text())["config"].get("device") or "cpu"
+
+
 def curve_devices(results_dir: str | Path, curve: pd.DataFrame,
                   what: str = "device") -> dict[str, list[str]]:
     """``{device: [system, ...]}`` of the learning curve's trained rows (the names
@@ -167,10 +175,10 @@ def curve_devices(results_dir: str | Path, curve: pd.DataFrame,
     runs = curve[["run_id", "layers", "budget"]].drop_duplicates()
     runs = runs.assign(order=runs["budget"].where(runs["budget"] > 0, float("inf")))
     for run in runs.sort_values(["layers", "order"]).itertuples():  # the whole pool last
-        setting = json.loads(layout.setting_file(run.run_id).read_text())
         if what == "device":
-            key = setting["config"].get("device") or "cpu"
+            key = run_device(results_dir, run.run_id)
         else:
+            setting = json.loads(layout.setting_file(run.run_id).read_text())
             key = (setting.get("provenance") or {}).get("teacher_states", "before")
         size = f"{int(run.budget):,} pairs" if run.budget > 0 else "whole pool"
         out.setdefault(key, []).append(f"L{int(run.layers)} Â· {size}")
@@ -197,14 +205,6 @@ def reruns(results_dir: str | Path) -> list[tuple[str, str]]:
     return found
 
 
-def run_device(results_dir: str | Path, run_id: str) -> str:
-    """The device a published run trained and was evaluated on (its ``setting.json``)."""
-    import json
-
-    setting = ResultsLayout(root=Path(results_dir)).setting_file(run_id)
-    return json.loads(setting.read_text())["config"].get("device") or "cpu"
-
-
 def rerun_table(results_dir: str | Path, run_id: str, label: str,
                 metric: str = PRIMARY_METRIC) -> pd.DataFrame:
     """The published run of ``run_id`` beside its second computation ``label``
@@ -224,7 +224,7 @@ def rerun_table(results_dir: str | Path, run_id: str, label: str,
             raise ValueError(f"the rerun {label} of {run_id} does not hold the same "
                              f"{scope} rows as the published run")
         both["diff"] = both["value_re"] - both["value_pub"]
-        rows.append(both.assign(scope=scope))
+        rows.append(both)
     macro, language = rows
     worst = language.groupby(["task", "protocol"])["diff"].apply(lambda d: d.abs().max())
     table = macro.set_index(["task", "protocol"])[["value_pub", "value_re", "diff"]]
