@@ -16,7 +16,7 @@ Profiles (``--profile``):
 
 Usage::
 
-    python -m optical_lib.grid --profile quick [--dry-run] [--only RUN_ID ...]
+    python -m optical_lib.grid --profile quick [--dry-run] [--only RUN_ID ...] [--layers N ...]
         [--executor local|dask] [--scheduler ADDRESS] [--workers N] [--threads-per-worker T]
         [--device cuda]
 
@@ -282,6 +282,12 @@ class Setting:
     def title(self) -> str:
         return self.config.title
 
+    @property
+    def depth(self) -> int | None:
+        """The me5-small student's (or zero-shot model's) depth; None for BM25 and the
+        MiniLM teacher's own baseline."""
+        return self.params.get("layers")
+
 
 def plan(profile: str) -> list[Setting]:
     """Every setting of ``profile``, in run order, each validated against the data (a bad
@@ -307,19 +313,28 @@ def untuned(settings: list[Setting]) -> list[str]:
     return out
 
 
-def select(settings: list[Setting], only: Iterable[str] | None) -> list[Setting]:
-    """The settings named by ``only`` (run ids; ``None``: all), in profile order."""
-    if only is None:
-        return settings
-    only = list(only)
-    known = {s.run_id for s in settings}
-    unknown = [r for r in only if r not in known]
-    if unknown:
+def select(settings: list[Setting], only: Iterable[str] | None,
+           layers: Iterable[int] | None = None) -> list[Setting]:
+    """The settings named by ``only`` (run ids; ``None``: all) whose depth is one of
+    ``layers`` (``None``: any), in profile order. ``layers`` only chooses which part of a
+    profile runs now (e.g. the cheap depths on a CPU, L12 on a GPU), never what it holds."""
+    if only is not None:
+        only = set(only)
         ids = [s.run_id for s in settings]
-        shown = ", ".join(ids[:8]) + (f", ... ({len(ids)} in all; --dry-run lists them)"
-                                       if len(ids) > 8 else "")
-        raise ValueError(f"Unknown run id(s) {unknown} for this profile (valid: {shown})")
-    return [s for s in settings if s.run_id in set(only)]
+        if unknown := sorted(only - set(ids)):
+            shown = ", ".join(ids[:8]) + (f", ... ({len(ids)} in all; --dry-run lists them)"
+                                           if len(ids) > 8 else "")
+            raise ValueError(f"Unknown run id(s) {unknown} for this profile (valid: {shown})")
+        settings = [s for s in settings if s.run_id in only]
+    if layers is not None:
+        layers = set(layers)
+        depths = {s.depth for s in settings} - {None}
+        if unknown := sorted(layers - depths):
+            whose = "the chosen settings have" if only else "this profile has"
+            raise ValueError(f"--layers {unknown}: {whose} student depths {sorted(depths)} "
+                             "only")
+        settings = [s for s in settings if s.depth in layers]
+    return settings
 
 
 def grid_status(settings: list[Setting], layout: ResultsLayout) -> pd.DataFrame:
@@ -706,8 +721,10 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
              template: Path = TEMPLATE, kernel: str = "python3", progress: bool = True,
              executor: str = "local", scheduler: str | None = None, workers: int | None = None,
              threads: int | None = None, only: Iterable[str] | None = None, retries: int = 2,
-             client=None, device: str | None = None) -> pd.DataFrame:
-    """Run every pending setting of ``profile`` (or those in ``only``) with ``executor``;
+             client=None, device: str | None = None,
+             layers: Iterable[int] | None = None) -> pd.DataFrame:
+    """Run every pending setting of ``profile`` (or those in ``only``, of depths ``layers``)
+    with ``executor``;
     return a status table (one row each). ``client``: an existing ``distributed.Client``
     (implies the Dask executor). ``device``: the torch device every setting trains and
     encodes on (e.g. ``cuda``; None: each setting's own, the CPU); not part of run ids."""
@@ -719,7 +736,7 @@ def run_grid(profile: str, results_dir: Path, notebooks_dir: Path, dry_run: bool
     check_device(device, present=not dry_run)
     layout = ResultsLayout(Path(results_dir), Path(notebooks_dir))
     settings = plan(profile)
-    chosen = select(settings, only)
+    chosen = select(settings, only, layers)
     status = grid_status(chosen, layout)
     if dry_run:
         return status
@@ -810,6 +827,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="list the settings and stop")
     parser.add_argument("--only", nargs="+", metavar="RUN_ID",
                         help="run just these settings of the profile")
+    parser.add_argument("--layers", nargs="+", type=int, metavar="N",
+                        help="run just the settings of these student depths (e.g. 2 3 6 on "
+                             "a CPU, 12 on a GPU); BM25 and the MiniLM teacher have none")
     parser.add_argument("--executor", default="local", choices=EXECUTORS,
                         help="where settings run: this process (local) or dask.distributed")
     parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
@@ -831,14 +851,15 @@ def main(argv: list[str] | None = None) -> int:
         status = run_grid(args.profile, args.results, args.notebooks, dry_run=args.dry_run,
                           template=args.template, executor=args.executor,
                           scheduler=args.scheduler, workers=args.workers, threads=args.threads,
-                          only=args.only, retries=args.retries, device=args.device)
+                          only=args.only, retries=args.retries, device=args.device,
+                          layers=args.layers)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(status.to_string(index=False))
     if args.dry_run:
         layout = ResultsLayout(args.results, args.notebooks)
-        pending = [s for s in select(plan(args.profile), args.only)
+        pending = [s for s in select(plan(args.profile), args.only, args.layers)
                    if not layout.is_finished(s.run_id)]
         if missing := untuned(pending):
             print(f"warning: {len(missing)} pending setting(s) have no settled tuning choice "

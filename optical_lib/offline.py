@@ -236,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("out", type=Path)
     p.add_argument("--profile", required=True, choices=PROFILES)
     p.add_argument("--only", nargs="+", metavar="RUN_ID", help="these settings of the profile")
+    p.add_argument("--layers", nargs="+", type=int, metavar="N",
+                   help="the settings of these student depths (as grid --layers)")
     p.add_argument("--python", default="3.12", help="the machine's Python (major.minor)")
     p.add_argument("--have", type=Path, help="the machine's packages (pip freeze or names)")
     p.add_argument("--part-mb", type=float, default=60.0)
@@ -243,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        settings = select(plan(args.profile), args.only)
+        settings = select(plan(args.profile), args.only, args.layers)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -188,6 +188,26 @@ def test_only_runs_the_named_settings(tmp_path, fake_template, monkeypatch):
     assert grid.main(["--profile", "smoke", "--only", "nope", "--dry-run"]) == 2
 
 
+def test_layers_picks_the_depths_of_a_profile_in_its_order(tmp_path, capsys):
+    settings = grid.plan("full")
+    cheap = grid.select(settings, None, layers=[2, 3, 6])
+    assert {s.depth for s in cheap} == {2, 3, 6}
+    assert [s.run_id for s in cheap] == [s.run_id for s in settings if s.depth in (2, 3, 6)]
+    assert not any(s.run_id.startswith(("v2-bm25", "v2-minilm")) for s in cheap)
+    l12 = grid.select(settings, None, layers=[12])
+    assert len(cheap) + len(l12) == len(settings) - 2  # BM25 and the MiniLM teacher: no depth
+    first = l12[0].run_id
+    assert [s.run_id for s in grid.select(settings, [first, cheap[0].run_id], [12])] == [first]
+    with pytest.raises(ValueError, match=r"--layers \[4\].*depths \[2, 3, 6, 12\]"):
+        grid.select(settings, None, layers=[4, 6])
+    results, notebooks = tmp_path / "results", tmp_path / "nb"
+    assert grid.main(["--profile", "full", "--layers", "12", "--dry-run",
+                      "--results", str(results), "--notebooks", str(notebooks)]) == 0
+    listed = capsys.readouterr().out
+    assert first in listed and "v2-L2-" not in listed and "v2-bm25" not in listed
+    assert grid.main(["--profile", "full", "--layers", "5", "--dry-run"]) == 2
+
+
 def test_the_device_reaches_every_setting_and_a_missing_one_fails_first(
         tmp_path, fake_template, monkeypatch):
     monkeypatch.setattr(grid, "profile_settings", lambda profile: SETTINGS[:2])

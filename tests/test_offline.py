@@ -128,3 +128,10 @@ def test_every_module_a_setting_imports_travels_in_the_kit_or_is_the_machines():
         if names and not names & packed:
             missing[module] = sorted(names)
     assert not missing, f"imported but not packed: {missing}"
+
+
+def test_pack_refuses_a_depth_the_profile_lacks_before_packing(tmp_path, capsys):
+    out = tmp_path / "kit"
+    assert offline.main(["pack", str(out), "--profile", "full", "--layers", "5",
+                         "--no-wheels"]) == 2
+    assert "--layers [5]" in capsys.readouterr().err and not out.exists()
