@@ -36,10 +36,15 @@ from myst_nb import glue
 
 from optical_lib import multiway, plots, report
 from optical_lib.analysis import markdown_table
+from optical_lib.grid import STUDY_DRAWS
 
 base, base_missing = report.load_profile(results_dir, "baselines")
 ablation, ablation_missing = report.load_profile(results_dir, "ablation")
 tuning = Path(results_dir) / "tuning-v2"
+counts = report.languages_per_task(base)
+for name, task in (("n_flores", "flores-x-eng"), ("n_tatoeba", "tatoeba-x-eng"),
+                   ("n_xquad", "xquad-r-x-eng")):
+    glue(name, str(counts.get(task, "no")), display=False)
 
 
 def table(df, digits=3, index=True):
@@ -59,9 +64,10 @@ def missing_note(missing, what):
 # Every suite under the **student** protocol (the model encodes both sides) for the zero-shot
 # students of each depth and for the MiniLM teacher encoding both sides, with **BM25** as the
 # floor (bm25s, no stemming: on cross-lingual pairs it only matches shared surface tokens:
-# names, numbers, loanwords). Evaluation languages: FLORES-200 devtest (28 languages, both
-# directions), Tatoeba (7), XQuAD-R (10 languages X→eng, and English questions →
-# English answer sentences).
+# names, numbers, loanwords). Evaluation languages: FLORES-200 devtest
+# ({glue:text}`n_flores` languages, both directions), Tatoeba ({glue:text}`n_tatoeba`),
+# XQuAD-R ({glue:text}`n_xquad` languages X→eng, and English questions → English answer
+# sentences).
 
 # %% tags=["remove-input"]
 missing_note(base_missing, "baselines")
@@ -423,9 +429,9 @@ if second:
     parts.append(
         f"In these reruns a single run's macro nDCG@10 moved by up to {max(moved):.3f} from "
         "rounding alone, so a difference between two single runs smaller than that cannot be "
-        "told from rounding; the study's contrasts rest on ten language draws per cell. It "
-        "is also why a GPU takes "
-        "whole arms or whole language draws, never part of a cell, why a depth's learning "
+        f"told from rounding; the study's contrasts rest on {STUDY_DRAWS} language draws per "
+        "cell. It is also why a GPU takes whole arms, whole language draws or a whole depth, "
+        "never part of a cell, why a depth's learning "
         "curve is kept on one device where it can be, and why the core grid was restarted "
         "under one teacher-state rule.")
     out = Markdown("\n\n".join(parts))

@@ -54,6 +54,17 @@ def system(row) -> str:
     return f"L{int(row['layers'])} {METHOD_LABELS.get(row['method'], row['method'])}"
 
 
+def languages_per_task(rows: pd.DataFrame) -> dict[str, int]:
+    """How many languages besides English each task of the result rows scores (its
+    per-language rows: the query's language, or the documents' where the queries are
+    English); a task scored in English alone counts English. For the book's prose."""
+    if rows.empty:
+        return {}
+    per = rows[rows["scope"] == "language"]
+    other = per["query_lang"].where(per["query_lang"] != "eng", per["doc_lang"])
+    return {task: int(n) for task, n in other.groupby(per["task"]).nunique().items()}
+
+
 def _macro(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     df = rows[(rows["scope"] == "macro") & (rows["metric"] == metric)].copy()
     df["system"] = df.apply(system, axis=1)

@@ -283,6 +283,7 @@ def status_facts(inv: pd.DataFrame, profile: str) -> dict[str, str]:
         "core_finished": str(int(core["finished"].sum())),
         "core_planned": str(len(core)),
         "core_description": group_description(inv, CORE) or "no trained setting",
+        "core_draws_planned": str(core["draw"].nunique()),
         "study_wall_hours": _hours_text(wall),
         "study_cpu_hours": _hours_text(cpu),
         "study_gpu_hours": _hours_text(gpu),

@@ -686,3 +686,18 @@ def test_a_tuning_run_cut_short_resumes_from_its_checkpoint(tmp_path, monkeypatc
     # epoch 1's training seconds are the first attempt's, and epoch 2's include them
     assert (b.groupby("epoch")["train_s"].first().diff().dropna() > 0).all()
     assert not folder.exists()
+
+
+def test_languages_per_task_counts_the_non_english_side():
+    from optical_lib import report
+
+    def row(task, q, d, scope="language"):
+        return {"task": task, "query_lang": q, "doc_lang": d, "scope": scope}
+
+    rows = pd.DataFrame([row("flores-x-eng", "hau", "eng"), row("flores-x-eng", "yor", "eng"),
+                         row("flores-x-eng", "macro", "eng", "macro"),
+                         row("flores-eng-x", "eng", "hau"), row("flores-eng-x", "eng", "yor"),
+                         row("flores-eng-x", "eng", "hau"), row("xquad-r-eng-eng", "eng", "eng")])
+    assert report.languages_per_task(rows) == {"flores-eng-x": 2, "flores-x-eng": 2,
+                                               "xquad-r-eng-eng": 1}
+    assert report.languages_per_task(pd.DataFrame()) == {}

@@ -163,6 +163,7 @@ def test_inventory_groups_and_status_counts(tmp_path):
     assert facts["study_state"] == "interim" and facts["study_threads"] == str(THREADS)
     assert facts["core_description"] == ("centred OPTICAL + MSE, me5-small teacher, "
                                          "1,984 pairs, with relatives, bf16")
+    assert facts["core_draws_planned"] == "4"
     assert status.loc["total", "GPU-hours"] == 0 or pd.isna(status.loc["total", "GPU-hours"])
     # a run on a GPU counts in GPU-hours (its duration), not in CPU-hours
     first = layout.setting_file(inv.loc[inv["finished"], "run_id"].iloc[0])
