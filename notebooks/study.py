@@ -80,8 +80,12 @@ Markdown({"empty": "**No trained setting of this profile has finished yet.** The
 # finished on the dates {glue:text}`study_dates`.
 #
 # A setting is finished when its `results.json` and its executed notebook exist. *Draws
-# complete* counts the language draws finished in every (depth, k) cell of a group: an interim
-# analysis uses those draws only, so that every cell has the same draws.
+# complete* counts the language draws finished in every (depth, k) cell of a group, and in
+# brackets those of a depth that is ahead of the others (depths run on different machines:
+# the deep students on GPUs, the others on CPUs). An interim analysis uses complete draws
+# only, so that every cell has the same draws: those of all depths where there are at least
+# two, otherwise the depths that have at least two in common (the choice using the most
+# runs), and says which.
 
 # %% tags=["remove-input"]
 Markdown(markdown_table(page.status_table(inv),

@@ -12,6 +12,7 @@ result files (and the run notebooks' papermill timings) and recomputes no metric
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -195,18 +196,53 @@ def arms(inv: pd.DataFrame) -> list[str]:
     return [g for g in groups(inv) if g not in (CORE, BASELINES)]
 
 
-def complete_draws(inv: pd.DataFrame, group: str = CORE) -> list[int]:
-    """The draws of a group that finished in every (depth, k) cell the group plans: the
-    draws an interim analysis can use without unbalancing the cells (the grid runs draws
-    outermost, so a grid cut short holds every cell at the draws it completed)."""
+def complete_draws(inv: pd.DataFrame, group: str = CORE,
+                   depths: Sequence[int] | None = None) -> list[int]:
+    """The draws of a group that finished in every (depth, k) cell the group plans (of the
+    ``depths`` given; None: all): the draws an analysis can use without unbalancing the
+    cells."""
     g = inv[inv["group"] == group]
+    if depths is not None:
+        g = g[g["layers"].isin(list(depths))]
     cells = set(zip(g["layers"], g["k_langs"], strict=True))
     out = []
     for d, part in g.groupby("draw", sort=True):
         done = part[part["finished"]]
-        if set(zip(done["layers"], done["k_langs"], strict=True)) == cells:
+        if cells and set(zip(done["layers"], done["k_langs"], strict=True)) == cells:
             out.append(int(d))
     return out
+
+
+def analysed_cells(inv: pd.DataFrame, group: str = CORE, min_draws: int = MIN_DRAWS
+                   ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The depths and draws a group's analysis uses, ``(depths, draws)``: the draws
+    complete in every cell of those depths, so the cells stay balanced.
+
+    All planned depths when at least ``min_draws`` draws are complete in every cell (the
+    rule of the finished grid). Otherwise, for an interim analysis (the grid runs depths on
+    different machines: the deep students on GPUs, the others on CPUs, so one depth can be
+    far ahead of another), the subset of depths whose common complete draws are at least
+    ``min_draws`` and that uses the most runs (depths x k x draws; on a tie, more depths,
+    then the shallower ones). ``draws`` is empty when no depth has ``min_draws`` complete
+    draws. Fixed before the grid ran beyond one draw; it only chooses what is shown before
+    the grid is complete, never the finished grid's analysis."""
+    g = inv[inv["group"] == group]
+    planned = tuple(sorted(int(d) for d in g["layers"].dropna().unique()))
+    everywhere = complete_draws(inv, group)
+    if len(everywhere) >= min_draws or not planned:
+        return planned, tuple(everywhere)
+    n_k = {int(L): int(part["k_langs"].nunique()) for L, part in g.groupby("layers")}
+    best, best_key = ((), ()), None
+    for r in range(1, len(planned) + 1):
+        for depths in itertools.combinations(planned, r):
+            draws = complete_draws(inv, group, depths)
+            if len(draws) < min_draws:
+                continue
+            key = (sum(n_k[L] for L in depths) * len(draws), len(depths),
+                   tuple(-L for L in depths))
+            if best_key is None or key > best_key:
+                best, best_key = (depths, tuple(draws)), key
+    return best
 
 
 def page_state(inv: pd.DataFrame) -> str:
@@ -240,7 +276,12 @@ def status_table(inv: pd.DataFrame) -> pd.DataFrame:
         wall, cpu, gpu = _hours(done)
         draws = ""
         if group not in (BASELINES, "total"):
-            draws = f"{len(complete_draws(inv, group))} of {g['draw'].nunique()}"
+            n = len(complete_draws(inv, group))
+            draws = f"{n} of {g['draw'].nunique()}"
+            ahead = [f"L{int(L)} {len(c)}" for L in sorted(g["layers"].dropna().unique())
+                     if len(c := complete_draws(inv, group, [L])) > n]
+            if ahead:
+                draws += f" ({', '.join(ahead)})"
         rows.append({"group": group, "settings": len(g), "finished": len(done),
                      "pending": len(g) - len(done), "draws complete": draws,
                      "wall-hours": wall, "CPU-hours": cpu, "GPU-hours": gpu})
@@ -329,8 +370,8 @@ class SliceResult:
     languages; ``lang``: :func:`language_deltas` (with covariates where available);
     ``boot``, ``omnibus``, ``effects``, ``contrasts``: the estimators' output, None where
     they could not run (``notes`` say why; ``reason``: why there are no contrasts).
-    ``draws``: the complete draws the inference used; ``complete``: every planned setting
-    of the group finished.
+    ``draws``, ``depths``: the complete draws and the depths the inference used
+    (:func:`analysed_cells`); ``complete``: every planned setting of the group finished.
     """
 
     task: str
@@ -343,6 +384,7 @@ class SliceResult:
     complete: bool
     used: tuple[str, ...] = ()
     draws: tuple[int, ...] = ()
+    depths: tuple[int, ...] = ()
     cells: pd.DataFrame = field(
         default_factory=lambda: pd.DataFrame(columns=_CELL_COLUMNS))
     runs: pd.DataFrame = field(
@@ -399,6 +441,10 @@ def _fit_model(lang: pd.DataFrame, notes: list[str]
         return None, None
 
 
+def _depth_words(depths: Sequence[int]) -> str:
+    return ", ".join(f"L{d}" for d in depths)
+
+
 def _no_inference_note(draws: Sequence[int], planned_draws: int) -> str:
     if planned_draws < MIN_DRAWS:
         return (f"One draw: no inference (the bootstrap and the mixed model need at least "
@@ -431,10 +477,16 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
         what = "the core grid" if group == CORE else f"the {group} arm"
         note = f"No setting of {what} has finished yet."
         return SliceResult(**base, notes=(note,), reason=note)
-    draws = complete_draws(inv, group)
+    depths, draws = analysed_cells(inv, group)
     inference = len(draws) >= MIN_DRAWS
-    used = done[done["draw"].isin(draws)] if inference else done
+    used = (done[done["draw"].isin(draws) & done["layers"].isin(depths)] if inference
+            else done)
     notes: list[str] = []
+    planned_depths = sorted(int(d) for d in g["layers"].dropna().unique())
+    if inference and list(depths) != planned_depths:
+        notes.append(f"Interim inference on {_depth_words(depths)} only: the depths whose "
+                     f"cells are complete for at least {MIN_DRAWS} common draws (the most "
+                     "runs); the other depths wait.")
     try:
         deltas = load_deltas(results_dir, used["run_id"].tolist(), metric, tasks=[task],
                              protocols=[protocol])
@@ -442,8 +494,8 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
         note = f"No {metric} rows of {task} under the {protocol} protocol: {exc}."
         return SliceResult(**base, notes=(note,), reason=note)
     if inference and len(used) < len(done):
-        notes.append(f"{len(done) - len(used)} finished run(s) of draws not yet complete in "
-                     "every cell wait for their draw.")
+        notes.append(f"{len(done) - len(used)} finished run(s) outside those cells and "
+                     "draws wait for their draw or depth to complete.")
     reason = ""
     if not inference:
         reason = _no_inference_note(draws, base["planned_draws"])
@@ -470,7 +522,7 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
             if col not in cells:
                 cells[col] = np.nan
     return SliceResult(**base, used=tuple(used["run_id"]), draws=tuple(draws) if inference
-                       else (), cells=cells[_CELL_COLUMNS], runs=runs, lang=lang, boot=boot,
+                       else (), depths=tuple(depths) if inference else (), cells=cells[_CELL_COLUMNS], runs=runs, lang=lang, boot=boot,
                        omnibus=omnibus, effects=effects, contrasts=contrasts,
                        notes=tuple(notes), reason=reason)
 
@@ -619,8 +671,8 @@ def _slice_head(result: SliceResult) -> str:
     """What a non-empty slice's cell table shows, *interim* while its group is incomplete."""
     head = (f"**Interim estimates** ({result.finished} of {result.planned} settings "
             "finished). " if result.interim else "")
-    draws = (f"draws {', '.join(map(str, result.draws))}" if result.inference
-             else "every finished draw")
+    draws = (f"{_depth_words(result.depths)}, draws {', '.join(map(str, result.draws))}"
+             if result.inference else "every finished draw")
     ci = "with 95% hierarchical-bootstrap CIs" if result.inference else "(no CIs)"
     return (f"{head}{len(result.runs)} runs ({draws}). Cell means of Δ {result.metric} {ci}; "
             "rows: student depth, columns: training languages k.")

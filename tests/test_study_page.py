@@ -154,7 +154,7 @@ def test_inventory_groups_and_status_counts(tmp_path):
     assert status.loc["core", "finished"] == 15 and status.loc["512 pairs", "finished"] == 3
     # settings[5] is core L2 k = 8 draw 0: draw 0 is incomplete, the others are not
     assert page.complete_draws(inv, "core") == [1, 2, 3]
-    assert status.loc["core", "draws complete"] == "3 of 4"
+    assert status.loc["core", "draws complete"] == "3 of 4 (L3 4)"
     finished = len(settings) - len(pending)
     assert status.loc["total", "CPU-hours"] == pytest.approx(finished * SECONDS * THREADS / 3600)
     assert status.loc["core", "wall-hours"] == pytest.approx(15 * SECONDS / 3600)
@@ -250,6 +250,37 @@ def test_verdict_is_printed_only_when_the_core_is_complete(tmp_path, complete, p
     assert page.primary_verdict(result, headline_only=True) == verdict
     assert "Interim estimates" in page.slice_markdown(result)
     assert "Interim estimates" not in page.slice_markdown(primary)
+
+
+def test_a_depth_ahead_of_the_others_gets_interim_inference_of_its_own(tmp_path):
+    # L2 complete in draws 0-2, L3 only in draw 0 (its draw 1 half run): no draw is complete
+    # in every cell, so the interim analysis takes L2 and its three draws
+    settings = small_profile(arm_draws=())
+    layout = build(tmp_path, settings, keep=lambda p: p.get("layers") != 3 or p.get("draw", 0)
+                   == 0 or (p.get("draw") == 1 and p.get("k_langs") == 1)
+                   if p.get("draw", 0) < 3 else p.get("method") == "none")
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    assert page.complete_draws(inv) == [0]
+    assert page.complete_draws(inv, depths=[2]) == [0, 1, 2]
+    assert page.analysed_cells(inv) == ((2,), (0, 1, 2))
+    assert page.status_table(inv).set_index("group").loc["core", "draws complete"] == \
+        "1 of 4 (L2 3)"
+    result = page.analyse_slice(layout.root, inv, *page.PRIMARY_SLICE, n_boot=50,
+                               covariates=stub_covariates)
+    assert result.inference and result.depths == (2,) and result.draws == (0, 1, 2)
+    assert set(result.cells["layers"]) == {2} and len(result.used) == 6
+    assert any(n.startswith("Interim inference on L2 only") for n in result.notes)
+    assert any("3 finished run(s) outside" in n for n in result.notes)
+    assert "(L2, draws 0, 1, 2)" in page.slice_markdown(result)
+    assert page.primary_verdict(result).startswith("The verdict waits for the full grid")
+    # once L3 has two complete draws in common with L2, both depths (2 draws) use more runs
+    # (8) than L2 alone (3 draws: 6)
+    write_run(layout, next(p for p in settings if p.get("layers") == 3 and p.get("draw") == 1
+                           and p.get("k_langs") == 8))
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    assert page.analysed_cells(inv) == ((2, 3), (0, 1))
+    # with two draws complete everywhere, all depths are analysed whatever is ahead
+    assert page.analysed_cells(inv, min_draws=1) == ((2, 3), (0, 1))
 
 
 def test_one_draw_gives_the_descriptive_table_only(tmp_path):
