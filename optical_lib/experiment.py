@@ -664,17 +664,23 @@ def _evaluate_v2(config: ExperimentConfig, student: Encoder | None, teacher: Enc
                                 lexical=config.method == "bm25")
 
 
-#: English texts whose teacher states a learning-curve run keeps in memory (about 2.5 GB).
+#: English texts whose teacher states a learning-curve run keeps in memory (about 2.5 GB);
+#: the rest are read back from the disk store.
 POOL_MEMORY_LIMIT = 40_000
 
 
 def teacher_states(config: ExperimentConfig | None = None) -> TeacherStates:
-    """The store of frozen-teacher token vectors: on disk and shared by every run that
-    trains on fixed-content samples (their English sentences recur across k, depths and
-    methods); in memory only, and bounded, for the learning curve's large pool samples."""
+    """The store of frozen-teacher token vectors, on disk and shared by every run: the
+    fixed-content samples' English sentences recur across k, depths and methods, and the
+    learning curve's pool samples are nested (its whole pool has about 43,000 distinct
+    English sentences, about 2 GB of vectors), so one depth's run computes them for the
+    others. A pool run keeps at most :data:`POOL_MEMORY_LIMIT` of them in memory. The
+    vectors do not depend on which run or batch computed them (fixed-length rule), so
+    sharing them changes no result."""
+    store = cache_dir() / "teacher-states"
     if config is not None and config.sample == "pool":
-        return TeacherStates(None, memory_limit=POOL_MEMORY_LIMIT)
-    return TeacherStates(cache_dir() / "teacher-states")
+        return TeacherStates(store, memory_limit=POOL_MEMORY_LIMIT)
+    return TeacherStates(store)
 
 
 #: Seconds of training between two checkpoints of a setting: a setting cut short (a

@@ -321,3 +321,15 @@ def test_provenance_names_the_gpu_a_run_used(monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100")
     assert provenance({}, "cuda")["accelerator"] == "NVIDIA H100"
     assert provenance({}, "cuda:0")["accelerator"] == "NVIDIA H100"
+
+
+def test_every_run_shares_the_teacher_states_on_disk(monkeypatch, tmp_path):
+    from optical_lib import experiment
+
+    monkeypatch.setenv("OPTICAL_CACHE_DIR", str(tmp_path))
+    core = experiment.teacher_states(ExperimentConfig.from_parameters(
+        design="v2", method="optical+mse", layers=2, k_langs=8, draw=0))
+    pool = experiment.teacher_states(ExperimentConfig.from_parameters(
+        design="v2", method="optical+mse", layers=3, sample="pool", budget=0, draw=0))
+    assert core.directory == pool.directory == tmp_path / "teacher-states"
+    assert core.memory_limit is None and pool.memory_limit == experiment.POOL_MEMORY_LIMIT
