@@ -217,9 +217,10 @@ def search(
 # --------------------------------------------------------------------------------------
 # encoding and runs
 # --------------------------------------------------------------------------------------
-def _texts_digest(ids: Sequence[str], texts: Sequence[str]) -> str:
+def _texts_digest(ids: Sequence[str] | None, texts: Sequence[str]) -> str:
+    """Digest of the texts in order, with their ids (None: the texts alone)."""
     h = hashlib.sha256()
-    for i, text in zip(ids, texts, strict=True):
+    for i, text in zip([""] * len(texts) if ids is None else ids, texts, strict=True):
         h.update(i.encode() + b"\0" + text.encode() + b"\0")
     return h.hexdigest()[:16]
 
@@ -227,12 +228,14 @@ def _texts_digest(ids: Sequence[str], texts: Sequence[str]) -> str:
 class EmbeddingCache:
     """Embeddings already computed, so that no text is encoded twice by the same model.
 
-    Entries are keyed by the encoder, its prompt, the input length and the texts (ids and
-    content). In memory they live as long as this object: make one per evaluation, since an
-    encoder whose weights change afterwards (a student being trained) is the same Python
-    object. With ``directory``, embeddings of encoders with pristine weights (a non-None
-    :meth:`~optical_lib.models.Encoder.embedding_key`) are also kept on disk, shared between
-    processes and runs; they are written atomically.
+    In memory, entries are keyed by the encoder, its prompt, the input length and the texts
+    in order (not their ids: a text set met again under other ids, e.g. FLORES-200's X
+    sentences as the queries of X→eng and the documents of eng→X, both with the query
+    prompt, is encoded once). They live as long as this object: make one per evaluation,
+    since an encoder whose weights change afterwards (a student being trained) is the same
+    Python object. With ``directory``, embeddings of encoders with pristine weights (a
+    non-None :meth:`~optical_lib.models.Encoder.embedding_key`) are also kept on disk, one
+    file per text set and ids, shared between processes and runs; written atomically.
     """
 
     def __init__(self, directory: str | Path | None = None):
@@ -256,7 +259,7 @@ class EmbeddingCache:
         digest = _texts_digest(ids, texts)
         key_fn = getattr(encoder, "embedding_key", None)
         disk_key = key_fn(prompt, max_length) if key_fn else None
-        memo_key = (id(encoder), disk_key, prompt, max_length, digest)
+        memo_key = (id(encoder), disk_key, prompt, max_length, _texts_digest(None, texts))
         if memo_key in self._memory:
             return self._memory[memo_key]
         path = self._path(disk_key, digest)

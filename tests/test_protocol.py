@@ -113,6 +113,30 @@ def test_delta_is_student_minus_the_pristine_student_per_query(l2, minilm):
     assert diag["value"].between(-1, 400).all()
 
 
+def test_a_student_encodes_each_text_set_once_per_evaluation(l2, minilm, monkeypatch):
+    # FLORES-200's X sentences are the queries of X->eng and the documents of eng->X, and
+    # the English ones the other way round, all with the query prompt: each is encoded once
+    suites = [s for s in small_suites() if s.name.startswith("flores")]
+    student = load_encoder("me5-small", 2)
+    student.cache_key = None  # a distilled student: nothing of it is on disk
+    calls = []
+    encode = student.encode
+    monkeypatch.setattr(student, "encode", lambda texts, *a, **k: calls.append(
+        tuple(texts)) or encode(texts, *a, **k))
+    rows, pq = protocol.evaluate_v2(meta(), student, minilm, l2, suites, EmbeddingCache(),
+                                    n_boot=20)
+    assert len(calls) == len(set(calls)) == 3  # hau, yor, English
+    # and the same numbers as an evaluation that shares nothing between the directions
+    fresh = []
+    for suite in suites:
+        part, _ = protocol.evaluate_v2(meta(), student, minilm, l2, [suite], EmbeddingCache(),
+                                       n_boot=20)
+        fresh += part
+    key = ["task", "protocol", "query_lang", "doc_lang", "scope", "metric"]
+    assert (pd.DataFrame(rows).set_index(key)["value"].sort_index()
+            .equals(pd.DataFrame(fresh).set_index(key)["value"].sort_index()))
+
+
 def test_bm25_is_evaluated_without_encoders():
     suites = small_suites(30)
     rows, pq = protocol.evaluate_v2(meta(), None, None, None, suites, EmbeddingCache(),

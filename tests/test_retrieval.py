@@ -172,13 +172,17 @@ def test_embedding_cache_encodes_each_text_set_once_and_keys_on_max_length(tmp_p
     encode_corpus(enc, corpus, max_length=16, cache=cache)
     encode_corpus(enc, {"x": "a", "y": "a"}, cache=cache)  # other texts, same ids
     assert len(enc.calls) == 3
+    _, renamed = encode_corpus(enc, {"p": "a", "q": "b"}, cache=cache)  # same texts, other ids
+    _, reordered = encode_corpus(enc, {"y": "b", "x": "a"}, cache=cache)
+    assert len(enc.calls) == 4 and torch.equal(renamed, first)
+    assert torch.equal(reordered, first.flip(0))
     # on disk only for encoders that name their pristine weights
     disk = EmbeddingCache(tmp_path)
     enc.embedding_key = lambda prompt, max_length: f"fake-{prompt}-{max_length}"
     encode_corpus(enc, corpus, cache=disk)
     assert len(list(tmp_path.rglob("*.pt"))) == 1
     _, from_disk = encode_corpus(enc, corpus, cache=EmbeddingCache(tmp_path))
-    assert len(enc.calls) == 4 and torch.equal(from_disk, first)
+    assert len(enc.calls) == 5 and torch.equal(from_disk, first)
 
 
 def test_retrieve_errors_are_explicit():
