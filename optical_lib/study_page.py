@@ -445,13 +445,18 @@ def _depth_words(depths: Sequence[int]) -> str:
     return ", ".join(f"L{d}" for d in depths)
 
 
-def _no_inference_note(draws: Sequence[int], planned_draws: int) -> str:
+def _no_inference_note(draws: Sequence[int], planned_draws: int,
+                       per_depth: dict[int, int] | None = None) -> str:
+    """Why a slice has no inference; ``per_depth``: complete draws of each depth that is
+    ahead of the draws complete everywhere."""
     if planned_draws < MIN_DRAWS:
         return (f"One draw: no inference (the bootstrap and the mixed model need at least "
                 f"{MIN_DRAWS} draws per cell); the table shows the cell means.")
-    return (f"{len(draws)} of {planned_draws} draws are complete in every cell: no inference "
-            f"before {MIN_DRAWS}; the table shows the means over the draws finished in each "
-            "cell.")
+    ahead = "; ".join(f"L{L}: {n}" for L, n in sorted((per_depth or {}).items()))
+    return (f"{len(draws)} of {planned_draws} draws are complete in every cell"
+            + (f" ({ahead} in all of its own k cells)" if ahead else "")
+            + f": no inference before {MIN_DRAWS} (in every cell, or in every cell of some "
+            "depths); the table shows the means over the draws finished in each cell.")
 
 
 def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protocol: str,
@@ -498,7 +503,10 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
                      "draws wait for their draw or depth to complete.")
     reason = ""
     if not inference:
-        reason = _no_inference_note(draws, base["planned_draws"])
+        everywhere = complete_draws(inv, group)
+        ahead = {int(L): n for L in sorted(g["layers"].dropna().unique())
+                 if (n := len(complete_draws(inv, group, [L]))) > len(everywhere)}
+        reason = _no_inference_note(everywhere, base["planned_draws"], ahead)
         notes.append(reason)
     lang = _language_table(deltas, covariates, notes)
     runs = (lang.groupby(["run_id", "layers", "k_langs", "draw"], sort=True)

@@ -281,6 +281,16 @@ def test_a_depth_ahead_of_the_others_gets_interim_inference_of_its_own(tmp_path)
     assert page.analysed_cells(inv) == ((2, 3), (0, 1))
     # with two draws complete everywhere, all depths are analysed whatever is ahead
     assert page.analysed_cells(inv, min_draws=1) == ((2, 3), (0, 1))
+    # one depth one draw ahead, none with two: no inference, and the note says how far
+    early = build(tmp_path / "early", settings, keep=lambda p: p.get("method") != "optical+mse"
+                  or (p["layers"] == 2 and p["draw"] == 0))
+    inv = page.inventory(early.root, runs_dir=early.notebooks, settings=settings)
+    assert page.analysed_cells(inv) == ((), ())
+    result = page.analyse_slice(early.root, inv, *page.PRIMARY_SLICE, n_boot=50,
+                               covariates=stub_covariates)
+    assert not result.inference and result.reason.startswith(
+        "0 of 4 draws are complete in every cell (L2: 1 in all of its own k cells): no "
+        "inference before 2")
 
 
 def test_one_draw_gives_the_descriptive_table_only(tmp_path):
