@@ -53,7 +53,7 @@ def table(df, digits=3, index=True):
 
 def missing_note(missing, what):
     if not missing:
-        return Markdown("")
+        return None  # no output (an empty Markdown would show its repr)
     return Markdown(f"*Not finished yet: {len(missing)} settings of `{what}` "
                     f"({', '.join(missing)}); the tables show the finished ones.*")
 

@@ -28,3 +28,23 @@ def test_notebook_and_its_text_file_agree(notebook):
 
 def test_every_notebook_is_found():
     assert {p.stem for p in NOTEBOOKS} >= {"experiment", "analysis"}
+
+
+PUBLISHED = sorted((Path(__file__).resolve().parent.parent / "book").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("page", PUBLISHED, ids=lambda p: p.name)
+def test_published_pages_show_no_object_reprs(page):
+    # an empty Markdown output renders as its repr ("<IPython.core.display.Markdown
+    # object>"): a cell with nothing to say must output nothing
+    import json
+
+    shown = []
+    for cell in json.loads(page.read_text())["cells"]:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            markdown = "".join(data.get("text/markdown", "x"))
+            plain = "".join(data.get("text/plain", ""))
+            if not markdown.strip() or ("text/markdown" not in data and "object at" in plain):
+                shown.append(plain[:80])
+    assert not shown, f"{page.name} shows object reprs: {shown}"
