@@ -213,6 +213,19 @@ def complete_draws(inv: pd.DataFrame, group: str = CORE,
     return out
 
 
+def _depths(group_rows: pd.DataFrame) -> tuple[int, ...]:
+    """The student depths a group's rows plan, in order."""
+    return tuple(sorted(int(d) for d in group_rows["layers"].dropna().unique()))
+
+
+def depths_ahead(inv: pd.DataFrame, group: str = CORE) -> dict[int, int]:
+    """Per depth whose own k cells are complete in more draws than every cell of the group
+    is, that number of draws (the depths running ahead of the others)."""
+    everywhere = len(complete_draws(inv, group))
+    return {L: n for L in _depths(inv[inv["group"] == group])
+            if (n := len(complete_draws(inv, group, [L]))) > everywhere}
+
+
 def analysed_cells(inv: pd.DataFrame, group: str = CORE, min_draws: int = MIN_DRAWS
                    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The depths and draws a group's analysis uses, ``(depths, draws)``: the draws
@@ -227,7 +240,7 @@ def analysed_cells(inv: pd.DataFrame, group: str = CORE, min_draws: int = MIN_DR
     draws. Fixed before the grid ran beyond one draw; it only chooses what is shown before
     the grid is complete, never the finished grid's analysis."""
     g = inv[inv["group"] == group]
-    planned = tuple(sorted(int(d) for d in g["layers"].dropna().unique()))
+    planned = _depths(g)
     everywhere = complete_draws(inv, group)
     if len(everywhere) >= min_draws or not planned:
         return planned, tuple(everywhere)
@@ -276,12 +289,9 @@ def status_table(inv: pd.DataFrame) -> pd.DataFrame:
         wall, cpu, gpu = _hours(done)
         draws = ""
         if group not in (BASELINES, "total"):
-            n = len(complete_draws(inv, group))
-            draws = f"{n} of {g['draw'].nunique()}"
-            ahead = [f"L{int(L)} {len(c)}" for L in sorted(g["layers"].dropna().unique())
-                     if len(c := complete_draws(inv, group, [L])) > n]
-            if ahead:
-                draws += f" ({', '.join(ahead)})"
+            draws = f"{len(complete_draws(inv, group))} of {g['draw'].nunique()}"
+            if ahead := depths_ahead(inv, group):
+                draws += f" ({', '.join(f'L{L} {n}' for L, n in ahead.items())})"
         rows.append({"group": group, "settings": len(g), "finished": len(done),
                      "pending": len(g) - len(done), "draws complete": draws,
                      "wall-hours": wall, "CPU-hours": cpu, "GPU-hours": gpu})
@@ -487,8 +497,7 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
     used = (done[done["draw"].isin(draws) & done["layers"].isin(depths)] if inference
             else done)
     notes: list[str] = []
-    planned_depths = sorted(int(d) for d in g["layers"].dropna().unique())
-    if inference and list(depths) != planned_depths:
+    if inference and tuple(depths) != _depths(g):
         notes.append(f"Interim inference on {_depth_words(depths)} only: the depths whose "
                      f"cells are complete for at least {MIN_DRAWS} common draws (the most "
                      "runs); the other depths wait.")
@@ -503,10 +512,8 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
                      "draws wait for their draw or depth to complete.")
     reason = ""
     if not inference:
-        everywhere = complete_draws(inv, group)
-        ahead = {int(L): n for L in sorted(g["layers"].dropna().unique())
-                 if (n := len(complete_draws(inv, group, [L]))) > len(everywhere)}
-        reason = _no_inference_note(everywhere, base["planned_draws"], ahead)
+        reason = _no_inference_note(complete_draws(inv, group), base["planned_draws"],
+                                    depths_ahead(inv, group))
         notes.append(reason)
     lang = _language_table(deltas, covariates, notes)
     runs = (lang.groupby(["run_id", "layers", "k_langs", "draw"], sort=True)
@@ -529,8 +536,10 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
         for col in _CELL_COLUMNS:
             if col not in cells:
                 cells[col] = np.nan
-    return SliceResult(**base, used=tuple(used["run_id"]), draws=tuple(draws) if inference
-                       else (), depths=tuple(depths) if inference else (), cells=cells[_CELL_COLUMNS], runs=runs, lang=lang, boot=boot,
+    return SliceResult(**base, used=tuple(used["run_id"]),
+                       draws=tuple(draws) if inference else (),
+                       depths=tuple(depths) if inference else (),
+                       cells=cells[_CELL_COLUMNS], runs=runs, lang=lang, boot=boot,
                        omnibus=omnibus, effects=effects, contrasts=contrasts,
                        notes=tuple(notes), reason=reason)
 
