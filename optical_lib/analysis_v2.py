@@ -21,12 +21,23 @@ Estimates (book: Results, "Analysis, version 2")
       language x k; :func:`k_omnibus` its Wald tests of k, :func:`k_effects` its marginal
       k effects.
     * :func:`hierarchical_bootstrap`: the cell means (depth x k) of Δ and of the absolute
-      metric under resampling of draws, then languages, then queries. Every CI of the
-      analysis is a 95% percentile interval of it.
+      metric under resampling of draws, then languages, then queries, and under each
+      level resampled alone. Every CI of the analysis is a 95% t interval whose variance
+      adds the levels' bootstrap variances, with Welch-Satterthwaite degrees of freedom
+      (:func:`t_interval`); the pre-registered percentile interval rejected too often with
+      few draws (see Calibration).
     * :func:`contrast_table`: the pre-registered contrasts (:data:`CONTRASTS`) with CIs,
-      bootstrap p-values, Holm within each family and the minimal detectable effect
+      p-values of the t intervals, Holm within each family and the minimal detectable effect
       (:func:`mde`); :func:`verdict` and :func:`headline` turn the table into sentences.
     * :func:`zero_shot_depth_curve`: the zero-shot models' metric per depth, apart from Δ.
+
+Calibration
+    :mod:`optical_lib.calibration` measures by simulation how often a test rejects a zero
+    k contrast for each number of draws. The pre-registered percentile-bootstrap test
+    rejected too often (about twice the nominal level with 10 draws where draws dominate),
+    so the analysis uses :func:`t_interval` (decided on the simulation, 2026-11-27, with
+    two of ten draws of one depth run); the results page shows tests only from the number
+    of draws at which the test used holds its level.
 
 The results page that shows these estimates is built by :mod:`optical_lib.study_page`.
 
@@ -39,7 +50,7 @@ import functools
 import json
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -120,7 +131,9 @@ class ContrastSpec:
 
 #: The pre-registered contrasts (fixed before the v2 grid ran). Marginal means over depths
 #: and over k give every cell the same weight. p-values of the tested contrasts come from
-#: the hierarchical bootstrap (:func:`bootstrap_p`), Holm-adjusted within each family.
+#: the hierarchical bootstrap's t intervals (:func:`t_interval`; pre-registered: the
+#: percentile p-value :func:`bootstrap_p`, kept as ``p_percentile``), Holm-adjusted within
+#: each family.
 CONTRASTS: tuple[ContrastSpec, ...] = (
     ContrastSpec("k_vs_ref", "primary",
                  "for each k != 1: mean Δ at k minus mean Δ at k = 1, both the equal-weight "
@@ -140,8 +153,8 @@ CONTRASTS: tuple[ContrastSpec, ...] = (
                  "(A(L_max) - A(L_min)) / (number of depths - 1)"),
 )
 CONTRAST_COLUMNS = ("name", "family", "subject", "reference", "where", "layers", "k_langs",
-                    "metric", "estimate", "se", "ci_low", "ci_high", "p", "p_holm",
-                    "reject", "mde")
+                    "metric", "estimate", "se", "df", "ci_low", "ci_high", "p", "p_holm",
+                    "reject", "mde", "p_percentile")
 
 
 def _require(df: pd.DataFrame, columns: Iterable[str], where: str) -> None:
@@ -574,20 +587,78 @@ class CellBootstrap:
     levels: tuple[str, ...]
     seed: int
     metric: str
+    #: level -> (delta, value) replicates (B, C) when only that level is resampled
+    components: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    #: level -> number of units it resamples (draws, languages; queries: None, many)
+    units: dict[str, int | None] = field(default_factory=dict)
 
     @property
     def n_boot(self) -> int:
         return self.delta.shape[0] - 1
 
+    def view(self, level: str) -> CellBootstrap:
+        """The same cells with the replicates of ``level`` resampled alone (row 0 stays the
+        estimate)."""
+        d, v = self.components[level]
+        return CellBootstrap(self.cells, np.vstack([self.delta[:1], d]),
+                             np.vstack([self.value[:1], v]), (level,), self.seed, self.metric)
+
+    def t_stats(self, statistic: Callable[[CellBootstrap], np.ndarray], alpha: float = ALPHA,
+                power: float = POWER) -> dict[str, np.ndarray]:
+        """:func:`t_interval` of ``statistic`` (a function of a bootstrap's (B + 1, C)
+        arrays returning (B + 1, ...) values, row 0 the estimate), from its variance under
+        each level resampled alone."""
+        estimate = np.asarray(statistic(self))[0]
+        parts = {level: np.asarray(statistic(self.view(level)))[1:] for level in self.components}
+        return t_interval(estimate, parts, self.units, alpha, power)
+
     def summary(self) -> pd.DataFrame:
-        """Per cell: estimate, bootstrap SE and 95% percentile CI of mean Δ and of the mean
+        """Per cell: estimate, SE and 95% CI (:func:`t_interval`) of mean Δ and of the mean
         absolute metric."""
         out = self.cells.copy()
-        for name, arr in (("delta", self.delta), ("value", self.value)):
-            low, high = percentile_ci(arr[1:])
-            out[name], out[f"{name}_se"] = arr[0], np.nanstd(arr[1:], axis=0, ddof=1)
-            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low, high
+        for name in ("delta", "value"):
+            t = self.t_stats(lambda b, name=name: getattr(b, name))
+            out[name], out[f"{name}_se"] = getattr(self, name)[0], t["se"]
+            out[f"{name}_ci_low"], out[f"{name}_ci_high"] = t["ci_low"], t["ci_high"]
         return out
+
+
+def t_interval(estimate, parts: dict[str, np.ndarray], units: dict[str, int | None],
+               alpha: float = ALPHA, power: float = POWER) -> dict[str, np.ndarray]:
+    """A t interval whose variance adds the bootstrap variance of each level resampled alone
+    and whose degrees of freedom follow Welch-Satterthwaite.
+
+    ``parts``: level -> (B, ...) replicates of the statistic with only that level resampled;
+    ``units``: how many units the level has (n; None for the queries, which are many). A
+    level's variance V is the replicates' variance times n / (n - 1) (the bootstrap
+    variance of a mean of n units is (n - 1) / n times s² / n), with n - 1 degrees of
+    freedom; df = (Σ V)² / Σ [V² / (n - 1)] over the levels with a unit count. Where the
+    draws' term dominates, df is small and the interval wide, where the percentile interval
+    was too narrow; with two draws a draw term that is small by chance still gives too
+    narrow an interval (:mod:`optical_lib.calibration` measures both). Returns se, df,
+    ci_low, ci_high, two-sided p of "the statistic is 0" and the minimal detectable effect
+    (:func:`mde`) as arrays.
+    """
+    estimate = np.asarray(estimate, dtype=float)
+    var, denominator = np.zeros_like(estimate), np.zeros_like(estimate)
+    for level, reps in parts.items():
+        n = units.get(level)
+        v = np.nanvar(reps, axis=0, ddof=1)
+        if n is not None:
+            if n < 2:
+                raise ValueError(f"t_interval: the level {level!r} has {n} unit(s)")
+            v = v * n / (n - 1)
+            denominator = denominator + v**2 / (n - 1)
+        var = var + v
+    se = np.sqrt(var)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        df = np.where(denominator > 0, var**2 / np.where(denominator > 0, denominator, 1),
+                      np.inf)
+        q = stats.t.ppf(1 - alpha / 2, df)
+        p = np.where(se > 0, 2 * stats.t.sf(np.abs(estimate) / se, df),
+                     np.where(estimate == 0, 1.0, 0.0))
+    return {"se": se, "df": df, "ci_low": estimate - q * se, "ci_high": estimate + q * se,
+            "p": p, "mde": mde(se, alpha, power, df)}
 
 
 def percentile_ci(replicates: np.ndarray, level: float = 1 - ALPHA
@@ -610,12 +681,13 @@ def bootstrap_p(replicates: np.ndarray) -> float:
     return float(min(1.0, max(p, 1 / (b.size + 1))))
 
 
-def mde(se, alpha: float = ALPHA, power: float = POWER):
-    """Minimal detectable effect: (z_{1-α/2} + z_{power}) · SE, the smallest true effect a
-    two-sided level-α test with standard error ``se`` detects with probability ``power``
-    (2.80 SE at α = .05 and 80% power)."""
-    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
-    return z * (np.asarray(se, dtype=float) if np.ndim(se) else float(se))
+def mde(se, alpha: float = ALPHA, power: float = POWER, df=np.inf):
+    """Minimal detectable effect: (t_{df, 1-α/2} + t_{df, power}) · SE, the smallest true
+    effect a two-sided level-α test with standard error ``se`` and ``df`` degrees of
+    freedom detects with probability ``power`` (2.80 SE at α = .05, 80% power, df = ∞)."""
+    z = stats.t.ppf(1 - alpha / 2, df) + stats.t.ppf(power, df)
+    out = z * np.asarray(se, dtype=float)
+    return out if np.ndim(out) else float(out)
 
 
 def _counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
@@ -735,7 +807,21 @@ def hierarchical_bootstrap(deltas: pd.DataFrame, n_boot: int = N_BOOT, seed: int
     point = _cell_means(mats, np.ones((1, n_draws)), np.ones((1, len(langs))),
                         lambda lang: None, run_draw, run_cell, len(cells))
     delta, value = (np.vstack([p, r]) for p, r in zip(point, reps, strict=True))
-    return CellBootstrap(cells, delta, value, tuple(levels), seed, metric)
+    # each level resampled alone, for the t intervals (own generator streams)
+    components = {}
+    for i, level in enumerate(lv for lv in LEVELS if lv in levels):
+        g = np.random.default_rng([seed, i + 1])
+        ones = np.ones
+        components[level] = _cell_means(
+            mats,
+            _counts(g, n_boot, n_draws) if level == "draws" else ones((n_boot, n_draws)),
+            _counts(g, n_boot, len(langs)) if level == "languages" else ones((n_boot, len(langs))),
+            (lambda lang, g=g: _counts(g, n_boot, mats[lang].shape[1])) if level == "queries"
+            else (lambda lang: None),
+            run_draw, run_cell, len(cells))
+    units = {"draws": int(n_draws), "languages": len(langs), "queries": None}
+    return CellBootstrap(cells, delta, value, tuple(levels), seed, metric, components,
+                         {level: units[level] for level in components})
 
 
 # --------------------------------------------------------------------------- contrasts
@@ -792,26 +878,29 @@ def contrast_table(boot: CellBootstrap, reference_k: int = REFERENCE_K, alpha: f
                    power: float = POWER) -> pd.DataFrame:
     """The pre-registered contrasts (:data:`CONTRASTS`) from a :func:`hierarchical_bootstrap`.
 
-    Per contrast: the estimate (all data), bootstrap SE (SD of the replicates), 95%
-    percentile CI, bootstrap p-value (:func:`bootstrap_p`, tested families only), Holm-
-    adjusted p within its family (``statsmodels`` multipletests, ``holm``), ``reject`` at
-    ``alpha`` and the minimal detectable effect (:func:`mde` of the SE). Columns:
+    Per contrast: the estimate (all data), SE, degrees of freedom, 95% CI, p-value and the
+    minimal detectable effect of :func:`t_interval` (tested families only for p), Holm-
+    adjusted p within its family (``statsmodels`` multipletests, ``holm``) and ``reject``
+    at ``alpha``; ``p_percentile``: the pre-registered percentile-bootstrap p-value
+    (:func:`bootstrap_p` of the full bootstrap's replicates), which rejects too often with
+    few draws (:mod:`optical_lib.calibration`) and is kept for comparison. Columns:
     :data:`CONTRAST_COLUMNS`. The k contrasts are of Δ, ``depth_step`` of the absolute
     metric; ``range_vs_depth`` compares the two (both in units of the metric).
     """
     families = {c.name: c.family for c in CONTRASTS}
+    full = _contrast_stats(boot, reference_k)
+    parts = {level: _contrast_stats(boot.view(level), reference_k) for level in boot.components}
     rows = []
-    for row in _contrast_stats(boot, reference_k):
+    for i, row in enumerate(full):
         stat = row.pop("stat")
-        reps = stat[1:]
-        low, high = percentile_ci(reps, 1 - alpha)
-        se = float(np.nanstd(reps, ddof=1))
+        t = t_interval(stat[0], {level: rows_[i]["stat"][1:] for level, rows_ in parts.items()},
+                       boot.units, alpha, power)
         family = families[row["name"]]
         rows.append({"layers": pd.NA, "k_langs": pd.NA, "where": "", **row, "family": family,
-                     "metric": boot.metric, "estimate": float(stat[0]), "se": se,
-                     "ci_low": float(low), "ci_high": float(high),
-                     "p": bootstrap_p(reps) if family else np.nan,
-                     "mde": float(mde(se, alpha, power))})
+                     "metric": boot.metric, "estimate": float(stat[0]),
+                     **{key: float(t[key]) for key in ("se", "df", "ci_low", "ci_high", "mde")},
+                     "p": float(t["p"]) if family else np.nan,
+                     "p_percentile": bootstrap_p(stat[1:]) if family else np.nan})
     table = pd.DataFrame(rows)
     table["p_holm"], table["reject"] = np.nan, False
     for _, part in table[table["family"] != ""].groupby("family"):

@@ -39,11 +39,11 @@ from .analysis_v2 import (
     language_deltas,
     load_deltas,
     mixed_model,
-    percentile_ci,
     sample_covariates,
     verdict,
     zero_shot_depth_curve,
 )
+from .calibration import LEVEL_TOLERANCE, level_at, min_test_draws
 from .layout import ResultsLayout
 from .protocol import PRIMARY_METRIC
 
@@ -469,10 +469,77 @@ def _no_inference_note(draws: Sequence[int], planned_draws: int,
             "depths); the table shows the means over the draws finished in each cell.")
 
 
+def tests_withheld_note(levels: pd.DataFrame | None, draws: int,
+                        planned: int | None = None) -> str:
+    """Why a slice with ``draws`` complete draws (of ``planned``) shows no tests, or ""
+    when the committed calibration (``levels``, :mod:`optical_lib.calibration`) allows them
+    (or is None)."""
+    if levels is None or levels.empty:
+        return ""
+    need = min_test_draws(levels)
+    if need is not None and draws >= need:
+        return ""
+    if need is None:
+        when = "no simulated number of draws holds the level"
+    elif planned is not None and planned < need:
+        when = (f"the tests need {need} draws and this group plans {planned}: its intervals "
+                "stay descriptive")
+    else:
+        when = f"tests appear from {need} complete draws on"
+    level = level_at(levels, draws)
+    if level is None:
+        return f"Tests withheld with {draws} complete draws (fewer than simulated); {when}."
+    return (f"Tests withheld with {draws} complete draws: in simulation (results/calibration) "
+            f"the page's test (t interval) of a k contrast that is zero rejects {level:.1%} "
+            f"of the time at the 5% level with {draws} draws (the worse of "
+            f"{levels['regime'].nunique()} variance regimes; this page accepts at most "
+            f"{LEVEL_TOLERANCE:.1%}), and the 95% intervals below cover a zero contrast only "
+            f"{1 - level:.0%} of the time; {when}.")
+
+
+#: How the page names the tests of the calibration table (:data:`calibration.METHODS`).
+TEST_LABELS = {"percentile": "percentile (pre-registered)", "t": "t (used)"}
+
+
+def calibration_display(levels: pd.DataFrame) -> pd.DataFrame:
+    """The calibration table for reading: per simulated number of draws, the level of each
+    test of a zero k contrast (nominal 5%) in each variance regime, the test used last."""
+    table = levels.pivot_table(index="draws", columns=["method", "regime"], values="level")
+    order = [m for m in TEST_LABELS if m in table.columns.get_level_values(0)]
+    table = table[order]
+    out = table.map(lambda x: f"{x:.1%}")
+    out.columns = [f"{TEST_LABELS[m]}, '{r}'" for m, r in table.columns]
+    n = levels.groupby("draws")["n_contrasts"].min()
+    out["zero contrasts per cell"] = n.astype(int).astype(str)
+    return out.rename_axis("draws").reset_index()
+
+
+def calibration_facts(levels: pd.DataFrame, planned_draws: int) -> dict[str, str]:
+    """Glue values of the calibration: the fewest draws with tests, and the worst level of
+    the test used (``cal_level_*``) and of the pre-registered one (``cal_pct_level_*``) at
+    two draws and at the planned number of draws."""
+    need = min_test_draws(levels)
+
+    def at(draws: int, method: str) -> str:
+        level = level_at(levels, draws, method)
+        return "(not simulated)" if level is None else f"{level:.1%}"
+
+    pct = level_at(levels, planned_draws, "percentile")
+    answer = ("Not as pre-registered." if pct is not None and pct > LEVEL_TOLERANCE else
+              "The pre-registered test does with the planned draws, but not with few.")
+    return {"cal_answer": answer, "cal_min_draws": "none" if need is None else str(need),
+            "cal_level_two": at(2, "t"), "cal_level_planned": at(planned_draws, "t"),
+            "cal_pct_level_two": at(2, "percentile"),
+            "cal_pct_level_planned": at(planned_draws, "percentile"),
+            "cal_planned_draws": str(planned_draws),
+            "cal_tolerance": f"{LEVEL_TOLERANCE:.1%}",
+            "cal_sims": str(int(levels["n_sims"].min()))}
+
+
 def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protocol: str,
                   group: str = CORE, metric: str = PRIMARY_METRIC, n_boot: int = N_BOOT,
                   seed: int = 0, covariates: CovariateFn | None = sample_covariates,
-                  model: bool = True) -> SliceResult:
+                  model: bool = True, levels: pd.DataFrame | None = None) -> SliceResult:
     """Analyse one slice (``task``, ``protocol``) of one group of an :func:`inventory`.
 
     With at least :data:`MIN_DRAWS` draws complete in every cell (:func:`complete_draws`)
@@ -480,7 +547,11 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
     :func:`contrast_table` and, with ``model``, the :func:`mixed_model` with
     :func:`k_omnibus` and :func:`k_effects`; finished runs of other draws wait (a note
     counts them). Otherwise every finished run enters a descriptive table of cell means
-    without CIs. Reads the per-query files of the runs it uses, nothing else.
+    without CIs. ``levels``: the committed calibration of the bootstrap test
+    (:func:`optical_lib.calibration.read_levels`); with fewer complete draws than it
+    allows (:func:`optical_lib.calibration.min_test_draws`) the tests (contrasts and mixed
+    model) are withheld and the intervals carry a note on their coverage. Reads the
+    per-query files of the runs it uses, nothing else.
     """
     g = inv[inv["group"] == group]
     done = g[g["finished"]]
@@ -522,13 +593,18 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
     if inference:
         boot = hierarchical_bootstrap(deltas, n_boot=n_boot, seed=seed, metric=metric)
         cells = boot.summary()
-        try:
-            contrasts = contrast_table(boot)
-        except ValueError as exc:
-            reason = f"No contrasts: {exc}."
-            notes.append(reason)
-        if model:
-            omnibus, effects = _fit_model(lang, notes)
+        withheld = tests_withheld_note(levels, len(draws), base["planned_draws"])
+        if withheld:
+            reason = withheld
+            notes.append(withheld)
+        else:
+            try:
+                contrasts = contrast_table(boot)
+            except ValueError as exc:
+                reason = f"No contrasts: {exc}."
+                notes.append(reason)
+            if model:
+                omnibus, effects = _fit_model(lang, notes)
     else:
         cells = (runs.groupby(["layers", "k_langs"], sort=True)
                  .agg(n_draws=("draw", "nunique"), n_runs=("run_id", "size"),
@@ -553,8 +629,8 @@ def depth_means(result: SliceResult) -> pd.DataFrame:
                "ci_high": np.nan}
         if result.boot is not None:  # the cells are the bootstrap's columns, in order
             columns = np.flatnonzero(result.cells["layers"].to_numpy() == L)
-            reps = result.boot.delta[:, columns].mean(axis=1)
-            row["ci_low"], row["ci_high"] = (float(x) for x in percentile_ci(reps[1:]))
+            t = result.boot.t_stats(lambda b, c=columns: b.delta[:, c].mean(axis=1))
+            row["ci_low"], row["ci_high"] = float(t["ci_low"]), float(t["ci_high"])
         rows.append(row)
     return pd.DataFrame(rows, columns=["layers", "delta", "ci_low", "ci_high"])
 
@@ -709,8 +785,9 @@ def slice_markdown(result: SliceResult) -> str:
         parts += ["Its marginal k effects (mean over depths, at fixed covariates):",
                   _md(effects_display(result.effects))]
     if result.contrasts is not None:
-        parts += ["Pre-registered contrasts (hierarchical bootstrap; Holm within each "
-                  "family; MDE at 80% power):", _md(contrast_display(result.contrasts))]
+        parts += ["Pre-registered contrasts (t intervals from the hierarchical bootstrap; "
+                  "Holm within each family; MDE at 80% power):",
+                  _md(contrast_display(result.contrasts))]
     if result.notes:
         parts.append(" ".join(result.notes))
     return "\n\n".join(parts)
@@ -719,13 +796,14 @@ def slice_markdown(result: SliceResult) -> str:
 def primary_verdict(result: SliceResult, headline_only: bool = False) -> str:
     """The verdict of a slice as text: :func:`verdict`'s sentences (only its
     :func:`headline` with ``headline_only``) when every setting of its group finished and
-    the contrasts exist; otherwise one sentence saying why not."""
-    if result.contrasts is None:
-        return f"No verdict. {result.reason.rstrip('.') or 'No contrasts'}."
-    if result.interim:
+    the contrasts exist; otherwise one sentence saying why not (while the group runs: that
+    it waits for the full grid, whatever the interim estimates show)."""
+    if result.interim and not result.empty:
         return (f"The verdict waits for the full grid: {result.finished} of "
                 f"{result.planned} {result.group} settings have finished, and the estimates "
                 "above are interim.")
+    if result.contrasts is None:
+        return f"No verdict. {result.reason.rstrip('.') or 'No contrasts'}."
     if headline_only:
         return headline(result.contrasts)
     return " ".join(verdict(result.contrasts))
@@ -791,21 +869,29 @@ def arm_difference(results_dir: str | Path, inv: pd.DataFrame, arm: str, task: s
         notes.append(f"Fewer than {MIN_DRAWS} matched draws complete in every matched cell: "
                      "differences of means, no CIs.")
     column = {(int(r["layers"]), int(r["k_langs"])): i for i, r in order.iterrows()}
-    rows, diffs = [], []
-    for (L, k), part in both.groupby(["layers", "k_langs"], sort=True):
-        core_i, arm_i = column[(int(L), int(k))], column[(int(L) + _ARM_OFFSET, int(k))]
-        d = values[:, arm_i] - values[:, core_i]
-        diffs.append(d)
-        low, high = percentile_ci(d[1:]) if joint else (np.nan, np.nan)
-        rows.append({"layers": int(L), "k_langs": int(k), "n_draws": part["draw"].nunique(),
-                     "arm": values[0, arm_i], "core": values[0, core_i],
-                     "difference": d[0], "ci_low": float(low), "ci_high": float(high)})
-    mean = np.mean(diffs, axis=0)
-    low, high = percentile_ci(mean[1:]) if joint else (np.nan, np.nan)
+    matched = [(int(L), int(k), part["draw"].nunique())
+               for (L, k), part in both.groupby(["layers", "k_langs"], sort=True)]
+
+    def differences(v: np.ndarray) -> np.ndarray:
+        """(B + 1, cells) absolute metric -> (B + 1, matched + 1) arm minus core per
+        matched cell, and their mean."""
+        d = np.stack([v[:, column[(L + _ARM_OFFSET, k)]] - v[:, column[(L, k)]]
+                      for L, k, _ in matched], axis=1)
+        return np.hstack([d, d.mean(axis=1, keepdims=True)])
+
+    estimate = differences(values)[0]
+    nan = np.full(len(estimate), np.nan)
+    t = (boot.t_stats(lambda b: differences(b.value)) if joint
+         else {"ci_low": nan, "ci_high": nan})
+    rows = [{"layers": L, "k_langs": k, "n_draws": n,
+             "arm": values[0, column[(L + _ARM_OFFSET, k)]], "core": values[0, column[(L, k)]]}
+            for L, k, n in matched]
     rows.append({"layers": pd.NA, "k_langs": pd.NA, "n_draws": both["draw"].nunique(),
                  "arm": np.mean([r["arm"] for r in rows]),
-                 "core": np.mean([r["core"] for r in rows]), "difference": mean[0],
-                 "ci_low": float(low), "ci_high": float(high)})
+                 "core": np.mean([r["core"] for r in rows])})
+    for i, row in enumerate(rows):
+        row.update(difference=estimate[i], ci_low=float(t["ci_low"][i]),
+                   ci_high=float(t["ci_high"][i]))
     table = pd.DataFrame(rows).astype({"layers": "Int64", "k_langs": "Int64"})
     return table, tuple(notes)
 
@@ -831,12 +917,14 @@ class ArmResult:
 
 def analyse_arm(results_dir: str | Path, inv: pd.DataFrame, arm: str,
                 task: str = PRIMARY_SLICE[0], protocol: str = PRIMARY_SLICE[1],
-                metric: str = PRIMARY_METRIC, n_boot: int = N_BOOT, seed: int = 0
-                ) -> ArmResult:
+                metric: str = PRIMARY_METRIC, n_boot: int = N_BOOT, seed: int = 0,
+                levels: pd.DataFrame | None = None) -> ArmResult:
     """An arm's Δ by depth x k (:func:`analyse_slice`, without the mixed model) and its
-    difference from the core (:func:`arm_difference`)."""
+    difference from the core (:func:`arm_difference`); ``levels`` as for
+    :func:`analyse_slice`."""
     result = analyse_slice(results_dir, inv, task, protocol, group=arm, metric=metric,
-                           n_boot=n_boot, seed=seed, covariates=None, model=False)
+                           n_boot=n_boot, seed=seed, covariates=None, model=False,
+                           levels=levels)
     difference, notes = arm_difference(results_dir, inv, arm, task, protocol, metric,
                                        n_boot, seed)
     return ArmResult(arm, result, difference, notes)

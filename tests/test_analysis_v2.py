@@ -10,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from optical_lib import analysis_v2 as av2
+from optical_lib.calibration import COVARIATE_SLOPE, DEPTH_DELTA, ZERO_SHOT, synthetic_deltas
 from optical_lib.evaluate import read_results
 from optical_lib.multiway import DEV_LANGS_FLORES
 from optical_lib.paths import PROJECT_ROOT, data_dir
@@ -23,48 +25,14 @@ N_DRAWS = 6
 LANGS = ("hau", "ibo", "yor", "zul", "kin", "bem", "twi", "amh")
 N_QUERIES = 60
 EFFECT = 0.08  # planted: k = 4 raises Δ by this much at every depth
-COVARIATE_SLOPE = 0.03  # planted: Δ grows with share_same_family
-ZERO_SHOT = {2: 0.10, 3: 0.16, 6: 0.30}  # absolute metric of the untrained model per depth
-DEPTH_DELTA = {2: 0.06, 3: 0.05, 6: 0.03}
 
 
-def synthetic(seed: int = 0, effect: float = EFFECT, sd_draw: float = 0.02,
-              sd_lang: float = 0.02, sd_lang_k: float = 0.01, sd_query: float = 0.15,
-              n_draws: int = N_DRAWS, depths=DEPTHS, ks=KS):
-    """Per-query Δ rows in load_deltas' schema, and the covariates of each (k, draw, lang).
-
-    Δ = depth term + effect [k = 4] + slope · share_same_family + u(k, draw) + v(lang)
-        + w(lang, k) + e(run, query); value = zero-shot(depth, lang, query) + Δ.
-    """
-    rng = np.random.default_rng(seed)
-    n_l = len(LANGS)
-    draw_effect = rng.normal(0, sd_draw, (len(ks), n_draws))
-    lang_effect = rng.normal(0, sd_lang, n_l)
-    lang_k = rng.normal(0, sd_lang_k, (n_l, len(ks)))
-    share = rng.uniform(0, 1, (len(ks), n_draws, n_l))
-    difficulty = rng.normal(0, 0.1, (n_l, N_QUERIES))
-    frames = []
-    for L in depths:
-        for j, k in enumerate(ks):
-            for d in range(n_draws):
-                mean = (DEPTH_DELTA[L] + effect * (k == 4) + draw_effect[j, d] + lang_effect
-                        + lang_k[:, j] + COVARIATE_SLOPE * share[j, d])
-                delta = mean[:, None] + rng.normal(0, sd_query, (n_l, N_QUERIES))
-                value = ZERO_SHOT[L] + difficulty + delta
-                frames.append(pd.DataFrame({
-                    "run_id": f"L{L}-k{k}-d{d}", "task": "flores-x-eng", "protocol": "teacher",
-                    "query_lang": np.repeat(LANGS, N_QUERIES),
-                    "qid": [f"{lang}-{q}" for lang in LANGS for q in range(N_QUERIES)],
-                    "value": value.ravel(), "baseline": (value - delta).ravel(),
-                    "delta": delta.ravel(), "layers": L, "k_langs": k, "draw": d, "seed": 0,
-                    "budget": 1984, "teacher": "me5-small", "method": "optical",
-                    "relatives": True, "sample": "fixed", "split": "eval"}))
-    covariates = {(k, d, lang): {"share_same_family": share[j, d, i],
-                                 "n_scripts": 1 + (k * 7 + d * 3 + i) % 4,
-                                 "share_xlmr": ((k + d + 2 * i) % 5) / 4}
-                  for j, k in enumerate(ks) for d in range(n_draws)
-                  for i, lang in enumerate(LANGS)}
-    return pd.concat(frames, ignore_index=True), covariates
+def synthetic(seed: int = 0, effect: float = EFFECT, **kwargs):
+    """Per-query Δ rows with a planted truth (calibration.synthetic_deltas): k = 4 raises Δ
+    by ``effect``; six draws, three depths, four k, eight named languages, 60 queries."""
+    kwargs = {"n_draws": N_DRAWS, "depths": DEPTHS, "ks": KS, "langs": LANGS,
+              "n_queries": N_QUERIES, **kwargs}
+    return synthetic_deltas(seed=seed, effect=effect, **kwargs)
 
 
 def stub(table):
@@ -278,8 +246,46 @@ def test_contrast_table_follows_the_preregistration(boot):
     marginal = boot.summary().groupby("k_langs")["delta"].mean()
     assert by.loc["k_range", "estimate"] == pytest.approx(marginal.max() - marginal.min())
     assert np.isnan(by.loc["k_range", "p"]) and not by.loc["k_range", "reject"]
-    # MDE from the bootstrap SE
-    np.testing.assert_allclose(table["mde"], av2.mde(table["se"].to_numpy()))
+    # t intervals: p, CI and MDE from the SE and Welch-Satterthwaite df
+    tested = table[table["family"] != ""]
+    t = stats.t.ppf(0.975, table["df"])
+    np.testing.assert_allclose(table["ci_high"] - table["estimate"], t * table["se"])
+    np.testing.assert_allclose(tested["p"], 2 * stats.t.sf(tested["estimate"].abs()
+                                                            / tested["se"], tested["df"]))
+    np.testing.assert_allclose(table["mde"], av2.mde(table["se"].to_numpy(),
+                                                     df=table["df"].to_numpy()))
+    # df is at least the smaller of the draws' (N_DRAWS - 1) and the languages' (the
+    # queries, many, add variance without degrees of freedom to estimate)
+    assert (table["df"] >= min(N_DRAWS, len(LANGS)) - 1 - 1e-9).all()
+    assert np.isfinite(table["df"]).all()
+    # the pre-registered percentile p-value is kept beside it
+    k4 = [i for i, r in enumerate(av2._contrast_stats(boot, 1)) if r["name"] == "k_vs_ref"
+          and r["k_langs"] == 4][0]
+    assert table.iloc[k4]["p_percentile"] == av2.bootstrap_p(
+        av2._contrast_stats(boot, 1)[k4]["stat"][1:])
+
+
+def test_t_interval_of_one_level_is_the_t_interval_of_a_mean():
+    """Resampling n units alone: the bootstrap variance times n / (n - 1) is s² / n, and the
+    interval is the one-sample t interval with n - 1 df; the queries (no unit count) add
+    variance without lowering df."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0.3, 1.0, 5)
+    reps = x[rng.integers(0, 5, (20000, 5))].mean(axis=1)
+    t = av2.t_interval(x.mean(), {"draws": reps}, {"draws": 5})
+    assert t["df"] == pytest.approx(4)
+    assert t["se"] == pytest.approx(x.std(ddof=1) / np.sqrt(5), rel=0.02)
+    half = stats.t.ppf(0.975, 4) * t["se"]
+    assert t["ci_low"] == pytest.approx(x.mean() - half)
+    assert t["p"] == pytest.approx(2 * stats.t.sf(abs(x.mean()) / t["se"], 4))
+    both = av2.t_interval(x.mean(), {"draws": reps, "queries": reps}, {"draws": 5,
+                                                                      "queries": None})
+    assert both["se"] ** 2 == pytest.approx(t["se"] ** 2 + reps.var(ddof=1))
+    assert both["df"] > 4
+    z = av2.t_interval(0.0, {"queries": reps}, {"queries": None})
+    assert np.isinf(z["df"]) and z["p"] == 1.0
+    with pytest.raises(ValueError, match="1 unit"):
+        av2.t_interval(0.0, {"draws": reps}, {"draws": 1})
 
 
 def test_holm_matches_multipletests_within_each_family(boot):
@@ -297,6 +303,7 @@ def test_bootstrap_p_and_mde():
     assert av2.bootstrap_p(np.zeros(10)) == 1.0
     assert av2.mde(1.0) == pytest.approx(1.959964 + 0.841621, rel=1e-5)
     assert av2.mde(0.01, alpha=0.05, power=0.5) == pytest.approx(0.0196, rel=1e-3)
+    assert av2.mde(1.0, df=4) == pytest.approx(stats.t.ppf(0.975, 4) + stats.t.ppf(0.8, 4))
 
 
 def test_contrasts_need_two_k_and_the_reference(effect_data):

@@ -6,6 +6,7 @@ partly finished, and the notebook executed on it."""
 from __future__ import annotations
 
 import json
+import shutil
 import zlib
 
 import nbformat
@@ -14,11 +15,13 @@ import pandas as pd
 import pytest
 
 from optical_lib import analysis_v2 as av2
+from optical_lib import calibration as cal
 from optical_lib import grid
 from optical_lib import study_page as page
 from optical_lib.evaluate import macro_rows
 from optical_lib.experiment import run_meta, write_setting
 from optical_lib.layout import ResultsLayout
+from optical_lib.paths import PROJECT_ROOT
 from optical_lib.report import gap_share
 
 LANGS = ("hau", "yor", "zul", "amh")
@@ -203,7 +206,7 @@ def reference_cells(results_root, run_ids, task, protocol, column="delta"):
     return per_run
 
 
-def test_cell_table_is_the_plain_cell_mean_with_the_bootstrap_ci(complete, primary):
+def test_cell_table_is_the_plain_cell_mean_with_the_t_interval(complete, primary):
     layout, _, inv = complete
     assert primary.inference and primary.complete and primary.draws == (0, 1, 2, 3)
     core = inv[inv["group"] == "core"]
@@ -213,8 +216,10 @@ def test_cell_table_is_the_plain_cell_mean_with_the_bootstrap_ci(complete, prima
         mean = per_run.loc[part["run_id"]].mean()
         column = primary.boot.cells.index[(primary.boot.cells["layers"] == L)
                                           & (primary.boot.cells["k_langs"] == k)][0]
-        low, high = np.percentile(primary.boot.delta[1:, column], [2.5, 97.5])
+        t = primary.boot.t_stats(lambda b, c=column: b.delta[:, c])
+        low, high = t["ci_low"], t["ci_high"]
         assert primary.boot.delta[0, column] == pytest.approx(mean)
+        assert t["df"] >= 3  # the four draws' df at least
         assert table.loc[f"L{L}", f"k = {k}"] == page.fmt_ci(mean, low, high)
     assert page.fmt_ci(0.0312, 0.0121, 0.0504) == "+.031 [+.012, +.050]"
     assert page.fmt_ci(-0.0312) == "-.031" and page.fmt_ci(np.nan) == ""
@@ -291,6 +296,62 @@ def test_a_depth_ahead_of_the_others_gets_interim_inference_of_its_own(tmp_path)
     assert not result.inference and result.reason.startswith(
         "0 of 4 draws are complete in every cell (L2: 1 in all of its own k cells): no "
         "inference before 2")
+
+
+def test_tests_are_withheld_below_the_calibrated_number_of_draws(complete):
+    layout, _, inv = complete  # four draws complete in every core cell, two in the arm's
+    levels = pd.DataFrame({"draws": [2, 2, 4, 4, 6, 6], "regime": ["a", "b"] * 3,
+                           "level": [0.2, 0.15, 0.06, 0.09, 0.05, 0.06],
+                           "n_contrasts": 300, "n_sims": 100})
+    result = page.analyse_slice(layout.root, inv, *page.PRIMARY_SLICE, n_boot=50,
+                               covariates=stub_covariates, levels=levels)
+    assert result.inference and result.draws == (0, 1, 2, 3) and result.boot is not None
+    assert result.contrasts is None and result.omnibus is None and result.effects is None
+    assert result.cells["delta_ci_low"].notna().all()  # the intervals stay, with a note
+    assert result.reason.startswith("Tests withheld with 4 complete draws: in simulation")
+    assert "rejects 9.0% of the time" in result.reason and "only 91% of the time" in result.reason
+    assert result.reason.endswith("the tests need 6 draws and this group plans 4: its "
+                                  "intervals stay descriptive.")
+    assert page.tests_withheld_note(levels, 2, planned=10).endswith(
+        "rejects 20.0% of the time at the 5% level with 2 draws (the worse of 2 variance "
+        "regimes; this page accepts at most 7.5%), and the 95% intervals below cover a zero "
+        "contrast only 80% of the time; tests appear from 6 complete draws on.")
+    assert page.tests_withheld_note(levels, 1, planned=10) == (
+        "Tests withheld with 1 complete draws (fewer than simulated); tests appear from 6 "
+        "complete draws on.")
+    assert page.tests_withheld_note(levels, 6, planned=10) == ""
+    assert page.tests_withheld_note(None, 2) == ""
+    assert page.primary_verdict(result).startswith("No verdict. Tests withheld with 4")
+    assert "Pre-registered contrasts" not in page.slice_markdown(result)
+    # a group that plans fewer draws than the tests need says its intervals stay descriptive
+    arm = page.analyse_arm(layout.root, inv, page.arms(inv)[0], n_boot=50, levels=levels)
+    assert "this group plans 2: its intervals stay descriptive" in arm.result.reason
+    # where the calibration allows four draws, the tests are there
+    held = levels.assign(level=0.05)
+    result = page.analyse_slice(layout.root, inv, *page.PRIMARY_SLICE, n_boot=50,
+                               covariates=stub_covariates, levels=held, model=False)
+    assert result.contrasts is not None and result.reason == ""
+
+
+def test_the_calibration_for_reading():
+    levels = pd.DataFrame({"draws": [2] * 4 + [10] * 4, "method": ["t", "t", "percentile",
+                                                                    "percentile"] * 2,
+                           "regime": ["draws", "languages"] * 4,
+                           "level": [0.09, 0.05, 0.36, 0.15, 0.04, 0.03, 0.11, 0.07],
+                           "n_contrasts": 450, "n_sims": 150})
+    table = page.calibration_display(levels)
+    assert table.columns.tolist() == [
+        "draws", "percentile (pre-registered), 'draws'",
+        "percentile (pre-registered), 'languages'", "t (used), 'draws'",
+        "t (used), 'languages'", "zero contrasts per cell"]
+    assert table.iloc[0].tolist() == [2, "36.0%", "15.0%", "9.0%", "5.0%", "450"]
+    facts = page.calibration_facts(levels, 10)
+    assert facts["cal_min_draws"] == "10" and facts["cal_level_two"] == "9.0%"
+    assert facts["cal_level_planned"] == "4.0%" and facts["cal_pct_level_planned"] == "11.0%"
+    assert facts["cal_pct_level_two"] == "36.0%" and facts["cal_sims"] == "150"
+    assert facts["cal_answer"] == "Not as pre-registered."
+    held = levels.assign(level=np.where(levels["draws"] == 10, 0.05, levels["level"]))
+    assert page.calibration_facts(held, 10)["cal_answer"].startswith("The pre-registered")
 
 
 def test_one_draw_gives_the_descriptive_table_only(tmp_path):
@@ -392,6 +453,9 @@ def full_subset(params: dict) -> bool:
 
 def test_the_page_executes_on_a_partly_finished_full_profile(tmp_path):
     layout = build(tmp_path, grid.profile_settings("full"), keep=full_subset)
+    calibration = layout.root / cal.RESULTS  # the committed calibration of the tests
+    calibration.parent.mkdir(parents=True)
+    shutil.copy(PROJECT_ROOT / "results" / cal.RESULTS, calibration)
     out = page.execute("full", layout.root, tmp_path / "book", layout.notebooks, n_boot=50)
     nb = nbformat.read(out, as_version=4)
     glued = {}

@@ -1,0 +1,210 @@
+"""How often do the tests of the analysis reject a k contrast that is zero?
+
+The contrasts of :mod:`optical_lib.analysis_v2` were pre-registered with a three-level
+percentile bootstrap (draws, then languages, then queries). Its level depends on how many
+language draws a cell has: the spread *between* draws, where a k contrast varies most, is
+then estimated from a handful of values, and the percentile interval is too narrow. This
+module measures the level by simulation, on synthetic grids built like the real one
+(depths x k x draws, evaluation languages crossed with runs, paired queries) with no k
+effect, for each number of draws, in two variance regimes (:data:`REGIMES`), for that test
+and for the t interval the analysis uses instead (:func:`analysis_v2.t_interval`).
+
+The results page reads the committed table (``results/calibration/bootstrap_level.csv``,
+written by ``python -m optical_lib.calibration``) and shows tests only from the number of
+draws on at which the level is acceptable in every regime (:func:`min_test_draws`).
+
+The synthetic generator (:func:`synthetic_deltas`) is also the planted-truth fixture of
+``tests/test_analysis_v2.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .layout import atomic_write
+from .paths import PROJECT_ROOT
+
+#: Per-depth planted terms of the synthetic grids: the absolute metric of the untrained
+#: model, and Δ without any k effect.
+ZERO_SHOT = {2: 0.10, 3: 0.16, 6: 0.30, 12: 0.70}
+DEPTH_DELTA = {2: 0.06, 3: 0.05, 6: 0.03, 12: 0.01}
+#: Planted slope of Δ on the share of training pairs from the evaluation language's family.
+COVARIATE_SLOPE = 0.03
+
+#: Variance regimes of the calibration (standard deviations of the planted components):
+#: ``draw`` the training-sample cluster (k, draw), ``lang_k`` language x k, ``query`` the
+#: per-query noise of Δ. "languages" has a between-draw SD of .012, about version 1's
+#: between-draw SD of a cell's macro metric (.013, issue #12), and language x k variation
+#: twice that; "draws" makes the between-draw spread dominant (2.5 times larger, language
+#: x k small), the regime in which few draws hurt most.
+REGIMES: dict[str, dict[str, float]] = {
+    "languages": {"sd_draw": 0.012, "sd_lang_k": 0.025, "sd_query": 0.15},
+    "draws": {"sd_draw": 0.03, "sd_lang_k": 0.01, "sd_query": 0.15},
+}
+#: The shape of a calibration grid: the real grid's 28 held-out FLORES languages, fewer
+#: queries (the query level is a small part of the variance of a contrast), two depths and
+#: four values of k (three contrasts per grid).
+CAL_LANGS = 28
+CAL_QUERIES = 60
+CAL_DEPTHS = (2, 3)
+CAL_KS = (1, 2, 4, 8)
+#: The largest level at which the page reports tests (nominal .05).
+LEVEL_TOLERANCE = 0.075
+RESULTS = Path("calibration") / "bootstrap_level.csv"
+
+
+def synthetic_deltas(seed: int = 0, effect: float = 0.0, effect_k: int = 4,
+                     sd_draw: float = 0.02, sd_lang: float = 0.02, sd_lang_k: float = 0.01,
+                     sd_query: float = 0.15, n_draws: int = 6, depths: Sequence[int] = (2, 3, 6),
+                     ks: Sequence[int] = (1, 2, 4, 8), langs: Sequence[str] | int = 8,
+                     n_queries: int = 60) -> tuple[pd.DataFrame, dict]:
+    """Per-query Δ rows in :func:`analysis_v2.load_deltas`' schema with a planted truth,
+    and the covariates of each (k, draw, language).
+
+    Δ = depth term + effect [k = effect_k] + slope · share_same_family + u(k, draw)
+    + v(lang) + w(lang, k) + e(run, query); value = zero-shot(depth, lang, query) + Δ.
+    ``langs``: language codes, or how many (named l00, l01, ...).
+    """
+    if isinstance(langs, int):
+        langs = tuple(f"l{i:02d}" for i in range(langs))
+    rng = np.random.default_rng(seed)
+    n_l = len(langs)
+    draw_effect = rng.normal(0, sd_draw, (len(ks), n_draws))
+    lang_effect = rng.normal(0, sd_lang, n_l)
+    lang_k = rng.normal(0, sd_lang_k, (n_l, len(ks)))
+    share = rng.uniform(0, 1, (len(ks), n_draws, n_l))
+    difficulty = rng.normal(0, 0.1, (n_l, n_queries))
+    query_lang = np.repeat(langs, n_queries)
+    qids = [f"{lang}-{q}" for lang in langs for q in range(n_queries)]
+    frames = []
+    for L in depths:
+        for j, k in enumerate(ks):
+            for d in range(n_draws):
+                mean = (DEPTH_DELTA[L] + effect * (k == effect_k) + draw_effect[j, d]
+                        + lang_effect + lang_k[:, j] + COVARIATE_SLOPE * share[j, d])
+                delta = mean[:, None] + rng.normal(0, sd_query, (n_l, n_queries))
+                value = ZERO_SHOT[L] + difficulty + delta
+                frames.append(pd.DataFrame({
+                    "run_id": f"L{L}-k{k}-d{d}", "task": "flores-x-eng", "protocol": "teacher",
+                    "query_lang": query_lang, "qid": qids,
+                    "value": value.ravel(), "baseline": (value - delta).ravel(),
+                    "delta": delta.ravel(), "layers": L, "k_langs": k, "draw": d, "seed": 0,
+                    "budget": 1984, "teacher": "me5-small", "method": "optical",
+                    "relatives": True, "sample": "fixed", "split": "eval"}))
+    covariates = {(k, d, lang): {"share_same_family": share[j, d, i],
+                                 "n_scripts": 1 + (k * 7 + d * 3 + i) % 4,
+                                 "share_xlmr": ((k + d + 2 * i) % 5) / 4}
+                  for j, k in enumerate(ks) for d in range(n_draws)
+                  for i, lang in enumerate(langs)}
+    return pd.concat(frames, ignore_index=True), covariates
+
+
+#: The tests compared: the t interval the analysis uses (``p`` of
+#: :func:`analysis_v2.contrast_table`) and the pre-registered percentile bootstrap
+#: (``p_percentile``).
+METHODS = {"t": "p", "percentile": "p_percentile"}
+#: The test the results page uses.
+USED = "t"
+
+
+def bootstrap_level(n_draws: int, regime: str, n_sims: int = 100, n_boot: int = 400,
+                    seed: int = 0, alpha: float = 0.05) -> list[dict]:
+    """Per test of :data:`METHODS`: the share of the zero k-vs-reference contrasts
+    (averaged over depths) that it rejects at ``alpha`` (unadjusted p), over ``n_sims``
+    synthetic grids without a k effect. A 95% interval excludes the true 0 exactly when
+    the test rejects, so 1 - level is the intervals' coverage."""
+    from . import analysis_v2 as av2
+
+    if regime not in REGIMES:
+        raise ValueError(f"Unknown regime {regime!r} (choose from {', '.join(REGIMES)})")
+    if n_draws < av2.MIN_DRAWS:
+        raise ValueError(f"n_draws must be at least {av2.MIN_DRAWS}")
+    rejects: dict[str, list[bool]] = {method: [] for method in METHODS}
+    for s in range(n_sims):
+        # every (draws, regime) cell gets its own grids, so the cells' levels are independent
+        sim_seed = zlib.crc32(f"{seed}-{n_draws}-{regime}-{s}".encode())
+        deltas, _ = synthetic_deltas(seed=sim_seed, n_draws=n_draws,
+                                     depths=CAL_DEPTHS, ks=CAL_KS, langs=CAL_LANGS,
+                                     n_queries=CAL_QUERIES, **REGIMES[regime])
+        boot = av2.hierarchical_bootstrap(deltas, n_boot=n_boot, seed=sim_seed)
+        table = av2.contrast_table(boot, alpha=alpha)
+        tested = table[table["name"] == "k_vs_ref"]
+        for method, column in METHODS.items():
+            rejects[method] += list(tested[column] < alpha)
+    return [{"draws": n_draws, "regime": regime, "method": method,
+             "level": float(np.mean(r)), "n_contrasts": len(r), "n_sims": n_sims,
+             "n_boot": n_boot, "alpha": alpha} for method, r in rejects.items()]
+
+
+def read_levels(results_dir: str | Path = "results") -> pd.DataFrame:
+    """The committed calibration table (draws, regime, method, level, ...)."""
+    path = Path(results_dir) / RESULTS
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python -m optical_lib.calibration`")
+    return pd.read_csv(path)
+
+
+def _worst(levels: pd.DataFrame, method: str) -> pd.Series:
+    """The worst regime's level per number of draws, for one test."""
+    if "method" in levels:
+        levels = levels[levels["method"] == method]
+    return levels.groupby("draws")["level"].max().sort_index()
+
+
+def min_test_draws(levels: pd.DataFrame, tolerance: float = LEVEL_TOLERANCE,
+                   method: str = USED) -> int | None:
+    """The fewest simulated draws from which on (every simulated number of draws at or above
+    it) the test's level is at most ``tolerance`` in every regime; None if there is none."""
+    worst = _worst(levels, method)
+    ok = None
+    for draws in reversed(worst.index):
+        if worst[draws] > tolerance:
+            break
+        ok = int(draws)
+    return ok
+
+
+def level_at(levels: pd.DataFrame, draws: int, method: str = USED) -> float | None:
+    """The worst regime's level at the largest simulated number of draws <= ``draws``."""
+    worst = _worst(levels, method)
+    below = worst[worst.index <= draws]
+    return None if below.empty else float(below.iloc[-1])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--draws", type=int, nargs="+", default=[2, 3, 4, 6, 10])
+    parser.add_argument("--sims", type=int, default=250)
+    parser.add_argument("--boot", type=int, default=400)
+    parser.add_argument("--results", default=str(PROJECT_ROOT / "results"))
+    args = parser.parse_args(argv)
+    from tqdm.auto import tqdm
+
+    from .paths import progress_bars
+
+    rows = []
+    jobs = [(d, r) for d in args.draws for r in REGIMES]
+    for draws, regime in tqdm(jobs, desc="calibration", disable=not progress_bars()):
+        start = time.perf_counter()
+        found = bootstrap_level(draws, regime, n_sims=args.sims, n_boot=args.boot)
+        seconds = round(time.perf_counter() - start, 1)
+        rows += [{**row, "seconds": seconds, "threads": os.environ.get("OMP_NUM_THREADS", "")}
+                 for row in found]
+        print(f"draws {draws:>2} {regime:<9} "
+              + " ".join(f"{r['method']} {r['level']:.3f}" for r in found), flush=True)
+    path = Path(args.results) / RESULTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, pd.DataFrame(rows).to_csv(index=False))
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

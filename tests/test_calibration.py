@@ -1,0 +1,67 @@
+"""The calibration of the bootstrap test (optical_lib.calibration) and the committed table
+the results page reads."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from optical_lib import calibration as cal
+from optical_lib.grid import STUDY_DRAWS
+from optical_lib.paths import PROJECT_ROOT
+
+
+def levels_table(worst: dict[int, float]) -> pd.DataFrame:
+    """Two regimes per number of draws; the worse one has ``worst[draws]``."""
+    rows = []
+    for draws, level in worst.items():
+        rows += [{"draws": draws, "regime": "a", "level": level, "n_contrasts": 300,
+                  "n_sims": 100},
+                 {"draws": draws, "regime": "b", "level": level / 2, "n_contrasts": 300,
+                  "n_sims": 100}]
+    return pd.DataFrame(rows)
+
+
+def test_min_test_draws_needs_every_larger_number_of_draws_to_hold_the_level():
+    levels = levels_table({2: 0.2, 3: 0.07, 4: 0.09, 6: 0.05, 10: 0.04})
+    assert cal.min_test_draws(levels) == 6  # 3 holds the level, but 4 does not
+    assert cal.min_test_draws(levels, tolerance=0.1) == 3
+    assert cal.min_test_draws(levels_table({2: 0.2, 10: 0.08})) is None
+    assert cal.level_at(levels, 5) == 0.09  # the largest simulated number below
+    assert cal.level_at(levels, 1) is None
+
+
+def test_bootstrap_level_is_seeded_and_counts_every_contrast():
+    found = cal.bootstrap_level(3, "languages", n_sims=2, n_boot=50)
+    assert found == cal.bootstrap_level(3, "languages", n_sims=2, n_boot=50)
+    assert [r["method"] for r in found] == list(cal.METHODS)
+    for row in found:
+        assert row["n_contrasts"] == 2 * (len(cal.CAL_KS) - 1) and 0 <= row["level"] <= 1
+    with pytest.raises(ValueError, match="Unknown regime"):
+        cal.bootstrap_level(3, "nope", n_sims=1)
+    with pytest.raises(ValueError, match="at least 2"):
+        cal.bootstrap_level(1, "draws", n_sims=1)
+
+
+def test_with_few_draws_the_percentile_test_rejects_a_zero_contrast_too_often():
+    """Why the analysis left the pre-registered percentile test: with three draws that
+    dominate the variance it rejects a zero contrast far more often than 5%; the t interval
+    far less often."""
+    found = {r["method"]: r["level"]
+             for r in cal.bootstrap_level(3, "draws", n_sims=25, n_boot=200)}
+    assert found["percentile"] > 0.15 and found["t"] < found["percentile"] / 2
+
+
+def test_the_committed_table_covers_the_regimes_and_allows_tests_at_the_planned_draws():
+    levels = cal.read_levels(PROJECT_ROOT / "results")
+    assert set(levels["regime"]) == set(cal.REGIMES) and set(levels["method"]) == set(cal.METHODS)
+    assert (levels.groupby(["draws", "method"])["regime"].nunique() == len(cal.REGIMES)).all()
+    assert {2, STUDY_DRAWS} <= set(levels["draws"])
+    need = cal.min_test_draws(levels)
+    assert need is not None and need <= STUDY_DRAWS  # the finished grid gets its tests
+    assert cal.level_at(levels, 2) > cal.LEVEL_TOLERANCE
+
+
+def test_read_levels_names_the_command_when_the_table_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match="python -m optical_lib.calibration"):
+        cal.read_levels(tmp_path)
