@@ -105,6 +105,8 @@ Markdown(page.baselines_markdown(rows, metric))
 levels = calibration.read_levels(results_dir)
 for key, value in page.calibration_facts(levels, int(facts["core_draws_planned"])).items():
     glue(key, value, display=False)
+glue("cal_mixed", page.mixed_model_sentence(calibration.read_mixed_levels(results_dir)),
+     display=False)
 slices = {key: page.analyse_slice(results_dir, inv, *key, metric=metric, n_boot=n_boot,
                                   levels=levels)
           for key in page.PAGE_SLICES}
@@ -150,7 +152,7 @@ glue("headline_primary", page.primary_verdict(primary, headline_only=True), disp
 # that. This change was made on 2026-11-27, when two of the ten draws of L2 had run and an
 # interim page with two draws had rejected every k contrast; the rule and the tolerance were
 # fixed before the simulation that now judges them ran, and the pre-registered percentile
-# p-value is kept in `contrast_table` (`p_percentile`).
+# p-value is kept in `contrast_table` (`p_percentile`). {glue:text}`cal_mixed`
 #
 # %% tags=["remove-input"]
 Markdown(markdown_table(page.calibration_display(levels)))

@@ -144,11 +144,52 @@ def bootstrap_level(n_draws: int, regime: str, n_sims: int = 100, n_boot: int = 
              "n_boot": n_boot, "alpha": alpha} for method, r in rejects.items()]
 
 
+#: The mixed model's calibration (its own table: one test per grid, slower to fit).
+MIXED_RESULTS = Path("calibration") / "mixed_model_level.csv"
+
+
+def mixed_model_level(n_draws: int, regime: str, n_sims: int = 60, seed: int = 0,
+                      alpha: float = 0.05) -> dict:
+    """Share of ``n_sims`` synthetic grids without a k effect on which the mixed model's
+    test of k (:func:`analysis_v2.k_omnibus`, "k marginal over depths") rejects at
+    ``alpha``; the covariates are the grids' planted ones."""
+    import warnings
+
+    from . import analysis_v2 as av2
+
+    if regime not in REGIMES:
+        raise ValueError(f"Unknown regime {regime!r} (choose from {', '.join(REGIMES)})")
+    rejects = []
+    for s in range(n_sims):
+        sim_seed = zlib.crc32(f"mixed-{seed}-{n_draws}-{regime}-{s}".encode())
+        deltas, covariates = synthetic_deltas(seed=sim_seed, n_draws=n_draws,
+                                              depths=CAL_DEPTHS, ks=CAL_KS, langs=CAL_LANGS,
+                                              n_queries=CAL_QUERIES, **REGIMES[regime])
+        lang = av2.language_deltas(
+            deltas, lambda key, language, c=covariates: c[(key.k_langs, key.draw, language)])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # fit warnings are counted by mixed_model
+            tests = av2.k_omnibus(av2.mixed_model(lang)).set_index("test")
+        rejects.append(bool(tests.loc["k marginal over depths", "p"] < alpha))
+    return {"draws": n_draws, "regime": regime, "method": "mixed model",
+            "level": float(np.mean(rejects)), "n_tests": n_sims, "n_sims": n_sims,
+            "alpha": alpha}
+
+
 def read_levels(results_dir: str | Path = "results") -> pd.DataFrame:
     """The committed calibration table (draws, regime, method, level, ...)."""
     path = Path(results_dir) / RESULTS
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run `python -m optical_lib.calibration`")
+    return pd.read_csv(path)
+
+
+def read_mixed_levels(results_dir: str | Path = "results") -> pd.DataFrame:
+    """The committed calibration of the mixed model's k test (draws, regime, level, ...)."""
+    path = Path(results_dir) / MIXED_RESULTS
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python -m optical_lib.calibration "
+                                "--mixed-model`")
     return pd.read_csv(path)
 
 
@@ -185,6 +226,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sims", type=int, default=250)
     parser.add_argument("--boot", type=int, default=400)
     parser.add_argument("--results", default=str(PROJECT_ROOT / "results"))
+    parser.add_argument("--mixed-model", action="store_true",
+                        help=f"calibrate the mixed model's k test instead ({MIXED_RESULTS})")
     args = parser.parse_args(argv)
     from tqdm.auto import tqdm
 
@@ -194,13 +237,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     jobs = [(d, r) for d in args.draws for r in REGIMES]
     for draws, regime in tqdm(jobs, desc="calibration", disable=not progress_bars()):
         start = time.perf_counter()
-        found = bootstrap_level(draws, regime, n_sims=args.sims, n_boot=args.boot)
+        found = ([mixed_model_level(draws, regime, n_sims=args.sims)] if args.mixed_model
+                 else bootstrap_level(draws, regime, n_sims=args.sims, n_boot=args.boot))
         seconds = round(time.perf_counter() - start, 1)
         rows += [{**row, "seconds": seconds, "threads": os.environ.get("OMP_NUM_THREADS", "")}
                  for row in found]
         print(f"draws {draws:>2} {regime:<9} "
               + " ".join(f"{r['method']} {r['level']:.3f}" for r in found), flush=True)
-    path = Path(args.results) / RESULTS
+    path = Path(args.results) / (MIXED_RESULTS if args.mixed_model else RESULTS)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, pd.DataFrame(rows).to_csv(index=False))
     print(path)

@@ -514,6 +514,16 @@ def calibration_display(levels: pd.DataFrame) -> pd.DataFrame:
     return out.rename_axis("draws").reset_index()
 
 
+def mixed_model_sentence(mixed: pd.DataFrame) -> str:
+    """The mixed model's calibration in a sentence: its k test's worst level over the
+    regimes at each simulated number of draws."""
+    worst = mixed.groupby("draws")["level"].max().sort_index()
+    levels = ", ".join(f"{level:.1%} with {draws} draws" for draws, level in worst.items())
+    return (f"The mixed model's F test of k, simulated the same way on "
+            f"{int(mixed['n_sims'].min())} grids per cell (`results/calibration/"
+            f"mixed_model_level.csv`), rejects {levels} (the worse regime).")
+
+
 def calibration_facts(levels: pd.DataFrame, planned_draws: int) -> dict[str, str]:
     """Glue values of the calibration: the fewest draws with tests, and the worst level of
     the test used (``cal_level_*``) and of the pre-registered one (``cal_pct_level_*``) at

@@ -65,3 +65,13 @@ def test_the_committed_table_covers_the_regimes_and_allows_tests_at_the_planned_
 def test_read_levels_names_the_command_when_the_table_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m optical_lib.calibration"):
         cal.read_levels(tmp_path)
+
+
+def test_mixed_model_level_and_its_committed_table(tmp_path):
+    found = cal.mixed_model_level(3, "draws", n_sims=2)
+    assert found["method"] == "mixed model" and found["n_tests"] == 2
+    assert 0 <= found["level"] <= 1
+    mixed = cal.read_mixed_levels(PROJECT_ROOT / "results")
+    assert set(mixed["regime"]) == set(cal.REGIMES) and {2, STUDY_DRAWS} <= set(mixed["draws"])
+    with pytest.raises(FileNotFoundError, match="--mixed-model"):
+        cal.read_mixed_levels(tmp_path)

@@ -350,6 +350,12 @@ def test_the_calibration_for_reading():
     assert facts["cal_level_planned"] == "4.0%" and facts["cal_pct_level_planned"] == "11.0%"
     assert facts["cal_pct_level_two"] == "36.0%" and facts["cal_sims"] == "150"
     assert facts["cal_answer"] == "Not as pre-registered."
+    mixed = pd.DataFrame({"draws": [2, 2, 10, 10], "regime": ["draws", "languages"] * 2,
+                          "level": [0.02, 0.0, 0.05, 0.03], "n_sims": 60})
+    assert page.mixed_model_sentence(mixed) == (
+        "The mixed model's F test of k, simulated the same way on 60 grids per cell "
+        "(`results/calibration/mixed_model_level.csv`), rejects 2.0% with 2 draws, 5.0% with "
+        "10 draws (the worse regime).")
     held = levels.assign(level=np.where(levels["draws"] == 10, 0.05, levels["level"]))
     assert page.calibration_facts(held, 10)["cal_answer"].startswith("The pre-registered")
 
@@ -453,9 +459,9 @@ def full_subset(params: dict) -> bool:
 
 def test_the_page_executes_on_a_partly_finished_full_profile(tmp_path):
     layout = build(tmp_path, grid.profile_settings("full"), keep=full_subset)
-    calibration = layout.root / cal.RESULTS  # the committed calibration of the tests
-    calibration.parent.mkdir(parents=True)
-    shutil.copy(PROJECT_ROOT / "results" / cal.RESULTS, calibration)
+    for table in (cal.RESULTS, cal.MIXED_RESULTS):  # the committed calibration of the tests
+        (layout.root / table).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(PROJECT_ROOT / "results" / table, layout.root / table)
     out = page.execute("full", layout.root, tmp_path / "book", layout.notebooks, n_boot=50)
     nb = nbformat.read(out, as_version=4)
     glued = {}
