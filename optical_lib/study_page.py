@@ -520,8 +520,8 @@ def mixed_model_sentence(mixed: pd.DataFrame) -> str:
     worst = mixed.groupby("draws")["level"].max().sort_index()
     levels = ", ".join(f"{level:.1%} with {draws} draws" for draws, level in worst.items())
     return (f"The mixed model's F test of k, simulated the same way on "
-            f"{int(mixed['n_sims'].min())} grids per cell (`results/calibration/"
-            f"mixed_model_level.csv`), rejects {levels} (the worse regime).")
+            f"{int(mixed['n_sims'].min())} grids per cell (results/calibration/"
+            f"mixed_model_level.csv), rejects {levels} (the worse regime).")
 
 
 def calibration_facts(levels: pd.DataFrame, planned_draws: int) -> dict[str, str]:

@@ -354,7 +354,7 @@ def test_the_calibration_for_reading():
                           "level": [0.02, 0.0, 0.05, 0.03], "n_sims": 60})
     assert page.mixed_model_sentence(mixed) == (
         "The mixed model's F test of k, simulated the same way on 60 grids per cell "
-        "(`results/calibration/mixed_model_level.csv`), rejects 2.0% with 2 draws, 5.0% with "
+        "(results/calibration/mixed_model_level.csv), rejects 2.0% with 2 draws, 5.0% with "
         "10 draws (the worse regime).")
     held = levels.assign(level=np.where(levels["draws"] == 10, 0.05, levels["level"]))
     assert page.calibration_facts(held, 10)["cal_answer"].startswith("The pre-registered")
