@@ -101,6 +101,13 @@ def baselines_table(rows: pd.DataFrame, protocol: str = "student", teacher: str 
     return table.loc[_order(table.index), columns]
 
 
+def _budget_order(budget: pd.Series) -> pd.Series:
+    """Sort key of learning-curve budgets: the pairs, the whole pool (budget 0) last. Result
+    tables hold the budget as a nullable Int64 column, which cannot hold infinity."""
+    budget = budget.astype(float)
+    return budget.where(budget > 0, float("inf"))
+
+
 def curve_table(curve: pd.DataFrame, baselines: pd.DataFrame, protocol: str = "student",
                 teacher: str = "me5-small", metric: str = PRIMARY_METRIC) -> pd.DataFrame:
     """The learning curve under one protocol: macro ``metric`` per (depth, budget) of the
@@ -111,7 +118,7 @@ def curve_table(curve: pd.DataFrame, baselines: pd.DataFrame, protocol: str = "s
     df = df[df["protocol"] == protocol]
     if protocol != "student":
         df = df[df["teacher"] == teacher]
-    df["order"] = df["budget"].where(df["budget"] > 0, float("inf"))
+    df["order"] = _budget_order(df["budget"])
     df["system"] = [f"L{int(n)} · " + (f"{int(b):,} pairs" if b > 0 else "whole pool")
                     for n, b in zip(df["layers"], df["budget"], strict=True)]
     students = df.pivot_table(index=["layers", "order", "system"], columns="suite",
@@ -184,7 +191,7 @@ def curve_devices(results_dir: str | Path, curve: pd.DataFrame,
     layout = ResultsLayout(root=Path(results_dir))
     out: dict[str, list[str]] = {}
     runs = curve[["run_id", "layers", "budget"]].drop_duplicates()
-    runs = runs.assign(order=runs["budget"].where(runs["budget"] > 0, float("inf")))
+    runs = runs.assign(order=_budget_order(runs["budget"]))
     for run in runs.sort_values(["layers", "order"]).itertuples():  # the whole pool last
         if what == "device":
             key = run_device(results_dir, run.run_id)

@@ -580,6 +580,9 @@ def test_the_learning_curve_table_orders_budgets_under_their_zero_shot_model():
                                     "L2 · 31,744 pairs", "L2 · whole pool"]
     assert table.iloc[:, 0].tolist() == [0.2, 0.05, 0.1, 0.3, 0.4]
     assert report.curve_table(curve, base, "teacher").iloc[2:, 0].tolist() == [1.1, 1.3, 1.4]
+    # as read from the result tables: budget is a nullable Int64 column (whole pool: 0)
+    nullable = report.curve_table(curve.astype({"budget": "Int64"}), base, "student")
+    assert nullable.index.tolist() == table.index.tolist()
 
 
 
@@ -616,6 +619,10 @@ def test_curve_rows_say_where_and_under_which_teacher_state_rule_they_ran(tmp_pa
         "cpu": ["L2 · 1,984 pairs", "L2 · whole pool"], "cuda": ["L12 · 7,936 pairs"]}
     assert report.curve_devices(tmp_path, curve, "teacher_states") == {
         "before": ["L2 · 1,984 pairs", "L12 · 7,936 pairs"], "fixed-length": ["L2 · whole pool"]}
+    # as read from the result tables (nullable Int64 budget)
+    assert report.curve_devices(tmp_path, curve.astype({"budget": "Int64"})) == \
+        report.curve_devices(tmp_path, curve)
+
 
 def test_a_rerun_is_compared_with_the_published_run(tmp_path):
     import json
