@@ -793,32 +793,28 @@ def hierarchical_bootstrap(deltas: pd.DataFrame, n_boot: int = N_BOOT, seed: int
     run_draw, _ = pd.factorize(runs["draw"], sort=True)
     langs, mats = _language_matrices(deltas, runs["run_id"].tolist())
 
-    rng = np.random.default_rng(seed)
     n_draws = run_draw.max() + 1
 
-    def weights(level: str, n: int) -> np.ndarray:
-        return _counts(rng, n_boot, n) if level in levels else np.ones((n_boot, n))
+    def replicates(rng: np.random.Generator, resampled: Sequence[str]):
+        """Cell means under B resamples of the ``resampled`` levels (the others held):
+        draw weights, then language weights, then each language's query weights in order."""
+        def weights(level: str, n: int) -> np.ndarray:
+            return _counts(rng, n_boot, n) if level in resampled else np.ones((n_boot, n))
 
-    def w_query(lang: int) -> np.ndarray | None:  # drawn per language, in order
-        return _counts(rng, n_boot, mats[lang].shape[1]) if "queries" in levels else None
+        def w_query(lang: int) -> np.ndarray | None:
+            return (_counts(rng, n_boot, mats[lang].shape[1]) if "queries" in resampled
+                    else None)
 
-    w_draw, w_lang = weights("draws", n_draws), weights("languages", len(langs))
-    reps = _cell_means(mats, w_draw, w_lang, w_query, run_draw, run_cell, len(cells))
+        w_draw, w_lang = weights("draws", n_draws), weights("languages", len(langs))
+        return _cell_means(mats, w_draw, w_lang, w_query, run_draw, run_cell, len(cells))
+
+    reps = replicates(np.random.default_rng(seed), levels)
     point = _cell_means(mats, np.ones((1, n_draws)), np.ones((1, len(langs))),
                         lambda lang: None, run_draw, run_cell, len(cells))
     delta, value = (np.vstack([p, r]) for p, r in zip(point, reps, strict=True))
     # each level resampled alone, for the t intervals (own generator streams)
-    components = {}
-    for i, level in enumerate(lv for lv in LEVELS if lv in levels):
-        g = np.random.default_rng([seed, i + 1])
-        ones = np.ones
-        components[level] = _cell_means(
-            mats,
-            _counts(g, n_boot, n_draws) if level == "draws" else ones((n_boot, n_draws)),
-            _counts(g, n_boot, len(langs)) if level == "languages" else ones((n_boot, len(langs))),
-            (lambda lang, g=g: _counts(g, n_boot, mats[lang].shape[1])) if level == "queries"
-            else (lambda lang: None),
-            run_draw, run_cell, len(cells))
+    components = {level: replicates(np.random.default_rng([seed, i + 1]), (level,))
+                  for i, level in enumerate(lv for lv in LEVELS if lv in levels)}
     units = {"draws": int(n_draws), "languages": len(langs), "queries": None}
     return CellBootstrap(cells, delta, value, tuple(levels), seed, metric, components,
                          {level: units[level] for level in components})

@@ -115,6 +115,22 @@ METHODS = {"t": "p", "percentile": "p_percentile"}
 USED = "t"
 
 
+def _null_grid(n_draws: int, regime: str, key: str) -> tuple[pd.DataFrame, dict, int]:
+    """One synthetic grid of the calibration's shape without a k effect, seeded by ``key``
+    (every (draws, regime) cell and every grid its own seed, so the cells' levels are
+    independent); returns (deltas, covariates, seed)."""
+    sim_seed = zlib.crc32(key.encode())
+    deltas, covariates = synthetic_deltas(seed=sim_seed, n_draws=n_draws, depths=CAL_DEPTHS,
+                                          ks=CAL_KS, langs=CAL_LANGS, n_queries=CAL_QUERIES,
+                                          **REGIMES[regime])
+    return deltas, covariates, sim_seed
+
+
+def _check_regime(regime: str) -> None:
+    if regime not in REGIMES:
+        raise ValueError(f"Unknown regime {regime!r} (choose from {', '.join(REGIMES)})")
+
+
 def bootstrap_level(n_draws: int, regime: str, n_sims: int = 100, n_boot: int = 400,
                     seed: int = 0, alpha: float = 0.05) -> list[dict]:
     """Per test of :data:`METHODS`: the share of the zero k-vs-reference contrasts
@@ -123,17 +139,12 @@ def bootstrap_level(n_draws: int, regime: str, n_sims: int = 100, n_boot: int = 
     the test rejects, so 1 - level is the intervals' coverage."""
     from . import analysis_v2 as av2
 
-    if regime not in REGIMES:
-        raise ValueError(f"Unknown regime {regime!r} (choose from {', '.join(REGIMES)})")
+    _check_regime(regime)
     if n_draws < av2.MIN_DRAWS:
         raise ValueError(f"n_draws must be at least {av2.MIN_DRAWS}")
     rejects: dict[str, list[bool]] = {method: [] for method in METHODS}
     for s in range(n_sims):
-        # every (draws, regime) cell gets its own grids, so the cells' levels are independent
-        sim_seed = zlib.crc32(f"{seed}-{n_draws}-{regime}-{s}".encode())
-        deltas, _ = synthetic_deltas(seed=sim_seed, n_draws=n_draws,
-                                     depths=CAL_DEPTHS, ks=CAL_KS, langs=CAL_LANGS,
-                                     n_queries=CAL_QUERIES, **REGIMES[regime])
+        deltas, _, sim_seed = _null_grid(n_draws, regime, f"{seed}-{n_draws}-{regime}-{s}")
         boot = av2.hierarchical_bootstrap(deltas, n_boot=n_boot, seed=sim_seed)
         table = av2.contrast_table(boot, alpha=alpha)
         tested = table[table["name"] == "k_vs_ref"]
@@ -157,14 +168,11 @@ def mixed_model_level(n_draws: int, regime: str, n_sims: int = 60, seed: int = 0
 
     from . import analysis_v2 as av2
 
-    if regime not in REGIMES:
-        raise ValueError(f"Unknown regime {regime!r} (choose from {', '.join(REGIMES)})")
+    _check_regime(regime)
     rejects = []
     for s in range(n_sims):
-        sim_seed = zlib.crc32(f"mixed-{seed}-{n_draws}-{regime}-{s}".encode())
-        deltas, covariates = synthetic_deltas(seed=sim_seed, n_draws=n_draws,
-                                              depths=CAL_DEPTHS, ks=CAL_KS, langs=CAL_LANGS,
-                                              n_queries=CAL_QUERIES, **REGIMES[regime])
+        deltas, covariates, _ = _null_grid(n_draws, regime,
+                                           f"mixed-{seed}-{n_draws}-{regime}-{s}")
         lang = av2.language_deltas(
             deltas, lambda key, language, c=covariates: c[(key.k_langs, key.draw, language)])
         with warnings.catch_warnings():
@@ -176,25 +184,26 @@ def mixed_model_level(n_draws: int, regime: str, n_sims: int = 60, seed: int = 0
             "alpha": alpha}
 
 
+def _read(results_dir: str | Path, table: Path, command: str) -> pd.DataFrame:
+    path = Path(results_dir) / table
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `{command}`")
+    return pd.read_csv(path)
+
+
 def read_levels(results_dir: str | Path = "results") -> pd.DataFrame:
     """The committed calibration table (draws, regime, method, level, ...)."""
-    path = Path(results_dir) / RESULTS
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python -m optical_lib.calibration`")
-    return pd.read_csv(path)
+    return _read(results_dir, RESULTS, "python -m optical_lib.calibration")
 
 
 def read_mixed_levels(results_dir: str | Path = "results") -> pd.DataFrame:
     """The committed calibration of the mixed model's k test (draws, regime, level, ...)."""
-    path = Path(results_dir) / MIXED_RESULTS
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python -m optical_lib.calibration "
-                                "--mixed-model`")
-    return pd.read_csv(path)
+    return _read(results_dir, MIXED_RESULTS, "python -m optical_lib.calibration --mixed-model")
 
 
-def _worst(levels: pd.DataFrame, method: str) -> pd.Series:
-    """The worst regime's level per number of draws, for one test."""
+def worst_levels(levels: pd.DataFrame, method: str = USED) -> pd.Series:
+    """The worst regime's level per number of draws, for one test (tables with a
+    ``method`` column hold several)."""
     if "method" in levels:
         levels = levels[levels["method"] == method]
     return levels.groupby("draws")["level"].max().sort_index()
@@ -204,7 +213,7 @@ def min_test_draws(levels: pd.DataFrame, tolerance: float = LEVEL_TOLERANCE,
                    method: str = USED) -> int | None:
     """The fewest simulated draws from which on (every simulated number of draws at or above
     it) the test's level is at most ``tolerance`` in every regime; None if there is none."""
-    worst = _worst(levels, method)
+    worst = worst_levels(levels, method)
     ok = None
     for draws in reversed(worst.index):
         if worst[draws] > tolerance:
@@ -215,7 +224,7 @@ def min_test_draws(levels: pd.DataFrame, tolerance: float = LEVEL_TOLERANCE,
 
 def level_at(levels: pd.DataFrame, draws: int, method: str = USED) -> float | None:
     """The worst regime's level at the largest simulated number of draws <= ``draws``."""
-    worst = _worst(levels, method)
+    worst = worst_levels(levels, method)
     below = worst[worst.index <= draws]
     return None if below.empty else float(below.iloc[-1])
 

@@ -43,7 +43,7 @@ from .analysis_v2 import (
     verdict,
     zero_shot_depth_curve,
 )
-from .calibration import LEVEL_TOLERANCE, level_at, min_test_draws
+from .calibration import LEVEL_TOLERANCE, level_at, min_test_draws, worst_levels
 from .layout import ResultsLayout
 from .protocol import PRIMARY_METRIC
 
@@ -517,7 +517,7 @@ def calibration_display(levels: pd.DataFrame) -> pd.DataFrame:
 def mixed_model_sentence(mixed: pd.DataFrame) -> str:
     """The mixed model's calibration in a sentence: its k test's worst level over the
     regimes at each simulated number of draws."""
-    worst = mixed.groupby("draws")["level"].max().sort_index()
+    worst = worst_levels(mixed, "mixed model")
     levels = ", ".join(f"{level:.1%} with {draws} draws" for draws, level in worst.items())
     return (f"The mixed model's F test of k, simulated the same way on "
             f"{int(mixed['n_sims'].min())} grids per cell (results/calibration/"
