@@ -810,8 +810,8 @@ def primary_verdict(result: SliceResult, headline_only: bool = False) -> str:
     it waits for the full grid, whatever the interim estimates show)."""
     if result.interim and not result.empty:
         return (f"The verdict waits for the full grid: {result.finished} of "
-                f"{result.planned} {result.group} settings have finished, and the estimates "
-                "above are interim.")
+                f"{result.planned} {result.group} settings have finished, and every estimate "
+                "on the results page is interim.")
     if result.contrasts is None:
         return f"No verdict. {result.reason.rstrip('.') or 'No contrasts'}."
     if headline_only:
