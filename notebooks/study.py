@@ -127,6 +127,11 @@ glue("headline_primary", page.primary_verdict(primary, headline_only=True), disp
 # covariates of each training sample (share of pairs from the evaluation language's family,
 # number of scripts, share of XLM-R languages) and crossed random intercepts for the draw,
 # the language and language × k; its F tests of k use the between-draw degrees of freedom.
+# The number of scripts and the share of pairs from the evaluation language's family grow
+# with k, so the mixed model's k terms are what k adds *at fixed covariates*, which the
+# design can only separate from the covariates as far as draws of the same k differ in them;
+# the contrasts below are not adjusted and estimate the whole effect of spreading the pairs
+# over k languages.
 # The contrasts were fixed before the grid ran: each k against k = 1 (averaged over depths,
 # and per depth), and the best-minus-worst k against one depth step; p-values of their t
 # intervals, Holm-adjusted within each family, and the minimal detectable effect (MDE) at 80%
