@@ -400,6 +400,23 @@ else:
 out
 
 
+# %% tags=["remove-cell"]
+points = report.curve_points(curve, base, multiway.pool_size()) if len(curve) else curve
+fig = plots.learning_curve(points if len(points) else pd.DataFrame(
+    columns=["system", "layers", "pairs", "protocol", "suite", "value"]))
+glue("fig-curve", fig, display=False)
+plots.close(fig)
+
+# %% [markdown]
+# ```{glue:figure} fig-curve
+# :name: fig-curve
+#
+# The learning curve: macro nDCG@10 against the number of training pairs (log scale; the
+# largest is the whole pool), a colour per student depth, solid under the student protocol
+# and dashed under OPTICAL's (me5-small teacher); each depth starts at its zero-shot model
+# (0 pairs), and the black line is BM25. One run per point, no interval.
+# ```
+
 # %% [markdown]
 # ## The same setting computed twice
 #

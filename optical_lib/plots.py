@@ -434,6 +434,62 @@ def delta_vs_depth(depths: pd.DataFrame, zero_shot: pd.DataFrame, metric: str = 
 
 
 @_styled
+def learning_curve(points: pd.DataFrame, suites=None, metric: str = "nDCG@10",
+                   empty: str = "no finished learning-curve run") -> plt.Figure:
+    """The learning curve: macro ``metric`` against training pairs (log scale), one panel
+    per suite, a colour per student depth, solid for the student protocol and dashed for
+    OPTICAL's; each depth's zero-shot model is its point at 0 pairs (drawn left of the
+    smallest budget), BM25 a black horizontal line.
+
+    ``points``: :func:`optical_lib.report.curve_points` (system, layers, pairs, protocol,
+    suite, value); ``suites`` picks and orders the panels (default: those present)."""
+    from .report import CURVE_FIGURE_SUITES
+
+    suites = list(suites or [s for s in CURVE_FIGURE_SUITES if s in set(points["suite"])]
+                  or sorted(set(points["suite"])))
+    fig, axes = plt.subplots(1, max(1, len(suites)), figsize=(4.2 * max(1, len(suites)), 3.7),
+                             squeeze=False, sharey=True)
+    trained = points[points["system"] == "student"]
+    if trained.empty:
+        _no_data(axes[0][0], empty)
+        return fig
+    smallest = float(trained["pairs"].min())
+    zero_at = smallest / 6  # where "0 pairs" sits on the log axis
+    depths = sorted(int(L) for L in points["layers"].dropna().unique())
+    colors = _ordered_colors(depths)
+    styles = {"student": "-", "teacher": "--"}
+    for ax, suite in zip(axes[0], suites, strict=False):
+        here = points[points["suite"] == suite]
+        for protocol, ls in styles.items():
+            for L in depths:
+                line = here[(here["protocol"] == protocol) & (here["layers"] == L)]
+                line = line.sort_values("pairs")
+                if line[line["system"] == "student"].empty:
+                    continue
+                x = line["pairs"].where(line["pairs"] > 0, zero_at)
+                ax.plot(x, line["value"], ls=ls, marker="o", ms=3.5, color=colors[L])
+        bm25 = here[here["system"] == "BM25"]["value"]
+        if len(bm25):
+            ax.axhline(float(bm25.iloc[0]), color="black", lw=1.2)
+            ax.annotate("BM25", (1, float(bm25.iloc[0])), xycoords=("axes fraction", "data"),
+                        xytext=(-2, 3), textcoords="offset points", ha="right", fontsize=8)
+        ax.set_xscale("log")
+        ax.axvline(np.sqrt(zero_at * smallest), color="0.8", lw=0.8)
+        budgets = sorted(set(trained["pairs"].astype(float)))
+        ax.set_xticks([zero_at, *budgets], ["0", *(f"{t / 1000:.0f}k" for t in budgets)])
+        ax.minorticks_off()
+        ax.set(title=suite, xlabel="training pairs")
+    axes[0][0].set_ylabel(f"macro {metric}")
+    handles = [plt.Line2D([], [], color=colors[L], marker="o", ms=3.5, label=f"L{L}")
+               for L in depths]
+    handles += [plt.Line2D([], [], color="0.3", ls=ls, label=_protocol_title(p))
+                for p, ls in styles.items()]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
+
+
+@_styled
 def language_delta_map(lang: pd.DataFrame, metric: str = "nDCG@10",
                        empty: str = "no finished trained run") -> plt.Figure:
     """Mean Δ per evaluation language (rows, grouped by language family, the family after

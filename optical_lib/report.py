@@ -138,6 +138,55 @@ def curve_table(curve: pd.DataFrame, baselines: pd.DataFrame, protocol: str = "s
     return table[columns].dropna(axis=1, how="all")
 
 
+#: The suites of the learning-curve figure: sentence matching, and passage retrieval in
+#: both directions that involve English (where BM25 is a real competitor).
+CURVE_FIGURE_SUITES = ("FLORES X→eng", "XQuAD-R X→eng", "XQuAD-R eng→eng")
+
+
+def curve_points(curve: pd.DataFrame, baselines: pd.DataFrame, pool_pairs: int,
+                 teacher: str = "me5-small", metric: str = PRIMARY_METRIC) -> pd.DataFrame:
+    """The learning curve as tidy points for :func:`optical_lib.plots.learning_curve`:
+    ``system`` ("student", "zero-shot" or "BM25"), ``layers`` (<NA> for BM25), ``pairs``
+    (0 for the zero-shot model, ``pool_pairs`` for the whole pool, budget 0), ``protocol``
+    ("student", "teacher" or "lexical"), ``suite`` (:data:`SUITE_LABELS`) and ``value``
+    (macro ``metric``). OPTICAL's protocol keeps the rows of ``teacher``'s English side;
+    the zero-shot and BM25 rows come from ``baselines`` (the ``baselines`` profile)."""
+    if pool_pairs <= 0:
+        raise ValueError(f"curve_points: pool_pairs must be the whole pool's size, got "
+                         f"{pool_pairs}")
+    columns = ["system", "layers", "pairs", "protocol", "suite", "value"]
+    parts = []
+    trained = _macro(curve, metric) if len(curve) else pd.DataFrame()
+    zero = _macro(baselines, metric) if len(baselines) else pd.DataFrame()
+    for df, kind in ((trained, "student"), (zero, "zero-shot")):
+        if df.empty:
+            continue
+        if kind == "zero-shot":
+            df = df[(df["method"] == "none") & (df["model"] != "minilm-l6")]
+        df = df[(df["protocol"] == "student")
+                | ((df["protocol"] == "teacher") & (df["teacher"] == teacher))]
+        if kind == "student":
+            budget = df["budget"].astype(float)
+            pairs = budget.where(budget > 0, float(pool_pairs))
+        else:
+            pairs = pd.Series(0.0, index=df.index)
+        parts.append(pd.DataFrame({"system": kind, "layers": df["layers"].astype("Int64"),
+                                   "pairs": pairs, "protocol": df["protocol"],
+                                   "suite": df["suite"], "value": df["value"]}))
+    if len(zero):
+        lexical = zero[zero["protocol"] == "lexical"]
+        parts.append(pd.DataFrame({"system": "BM25", "layers": pd.array([pd.NA] * len(lexical),
+                                                                        dtype="Int64"),
+                                   "pairs": float("nan"), "protocol": "lexical",
+                                   "suite": lexical["suite"], "value": lexical["value"]}))
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    out = pd.concat(parts, ignore_index=True)[columns]
+    out = out.drop_duplicates(["system", "layers", "pairs", "protocol", "suite"])
+    return out.sort_values(["system", "protocol", "layers", "pairs"],
+                           ignore_index=True)
+
+
 def curve_sentences(table: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R X→eng",
                                                                    "XQuAD-R eng→eng")) -> str:
     """Which depths beat BM25 on ``suites`` (the passage-retrieval ones), read off a

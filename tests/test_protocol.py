@@ -561,9 +561,9 @@ def test_ablation_sentences_are_computed_from_the_table():
     assert report.ablation_sentences(None) == ""
 
 
-def test_the_learning_curve_table_orders_budgets_under_their_zero_shot_model():
-    from optical_lib import report
-
+def _curve_fixture():
+    """Learning-curve rows of one depth (budgets 31,744, whole pool = 0, 1,984; OPTICAL's
+    protocol 1 above the student protocol) and its baselines (zero-shot .05, BM25 .2)."""
     def row(method, layers, budget, protocol, task, value):
         return {"scope": "macro", "metric": "nDCG@10", "method": method, "model": "me5-small",
                 "layers": layers, "budget": budget, "protocol": protocol, "task": task,
@@ -575,6 +575,13 @@ def test_the_learning_curve_table_orders_budgets_under_their_zero_shot_model():
     base = pd.DataFrame([row("none", 2, None, p, "flores-x-eng", 0.05) for p in
                          ("student", "teacher")]
                         + [{**row("bm25", None, None, "lexical", "flores-x-eng", 0.2)}])
+    return curve, base
+
+
+def test_the_learning_curve_table_orders_budgets_under_their_zero_shot_model():
+    from optical_lib import report
+
+    curve, base = _curve_fixture()
     table = report.curve_table(curve, base, "student")
     assert table.index.tolist() == ["BM25", "L2 zero-shot", "L2 · 1,984 pairs",
                                     "L2 · 31,744 pairs", "L2 · whole pool"]
@@ -585,6 +592,30 @@ def test_the_learning_curve_table_orders_budgets_under_their_zero_shot_model():
     assert nullable.index.tolist() == table.index.tolist()
 
 
+def test_the_learning_curve_figure_puts_the_whole_pool_at_its_size_and_zero_shot_at_zero():
+    from optical_lib import plots, report
+
+    curve, base = _curve_fixture()
+    points = report.curve_points(curve.astype({"budget": "Int64"}), base, pool_pairs=50_000)
+    student = points[(points["protocol"] == "student")].set_index("pairs")["value"]
+    assert student.to_dict() == {0.0: 0.05, 1984.0: 0.1, 31744.0: 0.3, 50000.0: 0.4}
+    teacher = points[(points["protocol"] == "teacher")].set_index("pairs")["value"]
+    assert teacher.to_dict() == {0.0: 0.05, 1984.0: 1.1, 31744.0: 1.3, 50000.0: 1.4}
+    bm25 = points[points["system"] == "BM25"]
+    assert bm25["value"].tolist() == [0.2] and bm25["layers"].isna().all()
+    with pytest.raises(ValueError, match="whole pool"):
+        report.curve_points(curve, base, pool_pairs=0)
+    fig = plots.learning_curve(points)
+    ax = fig.axes[0]
+    # one solid and one dashed line for the depth, through the zero-shot point; BM25 flat
+    lines = [line for line in ax.get_lines() if len(line.get_xdata()) == 4]
+    assert sorted(line.get_linestyle() for line in lines) == ["-", "--"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "2k", "32k", "50k"]
+    assert any(list(line.get_ydata()) == [0.2, 0.2] for line in ax.get_lines())
+    plots.close(fig)
+    empty = plots.learning_curve(points[points["system"] != "student"])
+    assert "no finished learning-curve run" in [t.get_text() for t in empty.axes[0].texts]
+    plots.close(empty)
 
 
 def test_curve_sentences_say_which_depths_beat_bm25_from_which_budget():
