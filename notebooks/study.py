@@ -77,7 +77,7 @@ Markdown({"empty": "**No trained setting of this profile has finished yet.** The
 # (its duration; {glue:text}`study_timed` finished runs have a recorded duration),
 # with {glue:text}`study_threads` thread(s) per setting, as recorded in each `setting.json`,
 # which records the device and software ({glue:text}`study_machine`) but no host name; they
-# finished on the dates {glue:text}`study_dates`.
+# finished on the dates {glue:text}`study_dates`. {glue:text}`study_to_go`
 #
 # A setting is finished when its `results.json` and its executed notebook exist. *Draws
 # complete* counts the language draws finished in every (depth, k) cell of a group, and in

@@ -309,6 +309,57 @@ def _values(series: pd.Series) -> str:
     return ", ".join(found) if found else "not recorded"
 
 
+def to_go(inv: pd.DataFrame) -> pd.DataFrame:
+    """The pending trained settings per (depth, budget) and what they would cost on a CPU:
+    ``layers``, ``budget``, ``pending``, ``timed`` (finished CPU runs of that depth and
+    budget, any group), ``cpu_minutes`` (their median duration times threads; NaN when none
+    finished) and ``cpu_hours`` (pending x that median). An extrapolation from measured
+    runs only: a depth and budget with no finished CPU run is not guessed."""
+    trained = inv[inv["trains"]]
+    columns = ["layers", "budget", "pending", "timed", "cpu_minutes", "cpu_hours"]
+    pending = trained[~trained["finished"]]
+    if pending.empty:
+        return pd.DataFrame(columns=columns)
+    done = trained[trained["finished"]
+                   & ~trained["device"].fillna("cpu").astype(str).str.startswith("cuda")]
+    minutes = (done["seconds"].astype(float) * done["threads"].astype(float) / 60)
+    measured = minutes.groupby([done["layers"], done["budget"]]).agg(["median", "size"])
+    rows = []
+    for (layers, budget), part in pending.groupby(["layers", "budget"]):
+        median, timed = (measured.loc[(layers, budget)] if (layers, budget) in measured.index
+                         else (np.nan, 0))
+        rows.append({"layers": int(layers), "budget": int(budget), "pending": len(part),
+                     "timed": int(timed), "cpu_minutes": median,
+                     "cpu_hours": len(part) * median / 60})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def to_go_sentence(inv: pd.DataFrame) -> str:
+    """:func:`to_go` in words, for the status paragraph."""
+    table = to_go(inv)
+    if table.empty:
+        return "No trained setting is pending."
+    timed = table[table["timed"] > 0]
+    untimed = table[table["timed"] == 0]
+    parts = []
+    if len(timed):
+        each = "; ".join(f"L{r.layers} at {r.budget:,} pairs: {r.pending} × {r.cpu_minutes:.0f} "
+                         f"min" for r in timed.itertuples())
+        parts.append(f"At the median CPU time of the finished settings of the same depth and "
+                     f"budget, {int(timed['pending'].sum())} of the "
+                     f"{int(table['pending'].sum())} pending trained settings need about "
+                     f"{_hours_text(timed['cpu_hours'].sum())} CPU-hours ({each}).")
+    if len(untimed):
+        which = ", ".join(f"L{r.layers} at {r.budget:,} pairs ({r.pending})"
+                          for r in untimed.itertuples())
+        n = int(untimed["pending"].sum())
+        parts.append(f"The other {n} have no finished CPU setting of their depth and budget "
+                     f"to time them by yet: {which}." if len(timed) else
+                     f"None of the {n} pending trained settings has a finished CPU setting of "
+                     f"its depth and budget to time it by yet: {which}.")
+    return " ".join(parts)
+
+
 def status_facts(inv: pd.DataFrame, profile: str) -> dict[str, str]:
     """The page's status as strings to glue: counts, state, hours, threads, machine."""
     done = inv[inv["finished"]]
@@ -344,6 +395,7 @@ def status_facts(inv: pd.DataFrame, profile: str) -> dict[str, str]:
                           if len(done) else "no finished run"),
         "study_dates": (f"{dates.iloc[0][:10]} to {dates.iloc[-1][:10]}" if len(dates)
                         else "no finished run"),
+        "study_to_go": to_go_sentence(inv),
     }
 
 

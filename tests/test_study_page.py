@@ -259,6 +259,43 @@ def test_verdict_is_printed_only_when_the_core_is_complete(tmp_path, complete, p
     assert "Interim estimates" not in page.slice_markdown(primary)
 
 
+def test_the_work_to_go_is_timed_only_by_finished_cpu_runs_of_the_same_depth_and_budget(
+        tmp_path):
+    settings = small_profile()
+    l2_core = [p for p in settings if p.get("layers") == 2 and p.get("k_langs")
+               and "budget" not in p]
+    gone = grid.config_of(l2_core[0]).run_id
+    layout = build(tmp_path, settings, keep=lambda p: p.get("layers") != 3 or "k_langs" not in p
+                   if grid.config_of(p).run_id != gone else False)
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    table = page.to_go(inv).set_index("layers")
+    assert table["pending"].to_dict() == {2: 1, 3: 8}
+    assert table.loc[2, "timed"] == 7 and table.loc[3, "timed"] == 0
+    assert table.loc[2, "cpu_minutes"] == pytest.approx(SECONDS * THREADS / 60)
+    assert np.isnan(table.loc[3, "cpu_hours"])  # no L3 run finished: not guessed
+    said = page.to_go_sentence(inv)
+    assert said == ("At the median CPU time of the finished settings of the same depth and "
+                    "budget, 1 of the 9 pending trained settings need about 1.00 CPU-hours "
+                    "(L2 at 1,984 pairs: 1 × 60 min). The other 8 have no finished CPU "
+                    "setting of their depth and budget to time them by yet: L3 at 1,984 "
+                    "pairs (8).")
+    assert page.status_facts(inv, "small")["study_to_go"] == said
+    # a run on a GPU does not time the CPU's work
+    for run_id in inv.loc[inv["finished"] & (inv["layers"] == 2) & (inv["budget"] == 1984),
+                          "run_id"]:
+        record = json.loads(layout.setting_file(run_id).read_text())
+        record["config"]["device"] = "cuda"
+        layout.setting_file(run_id).write_text(json.dumps(record))
+    inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
+    assert page.to_go(inv)["timed"].tolist() == [0, 0]
+    assert page.to_go_sentence(inv).startswith("None of the 9 pending trained settings has a "
+                                               "finished CPU setting")
+    done = page.inventory(layout.root, runs_dir=layout.notebooks,
+                          settings=[p for p in settings if p.get("layers") != 3
+                                    and grid.config_of(p).run_id != gone])
+    assert page.to_go_sentence(done) == "No trained setting is pending."
+
+
 def test_a_depth_ahead_of_the_others_gets_interim_inference_of_its_own(tmp_path):
     # L2 complete in draws 0-2, L3 only in draw 0 (its draw 1 half run): no draw is complete
     # in every cell, so the interim analysis takes L2 and its three draws
