@@ -850,7 +850,8 @@ def _contrast_stats(boot: CellBootstrap, reference_k: int) -> list[dict]:
         if k == reference_k:
             continue
         out.append({"name": "k_vs_ref", "subject": f"k = {k}", "k_langs": k,
-                    "where": "averaged over depths", "stat": marginal[:, j] - marginal[:, ref]})
+                    "where": ("averaged over depths" if len(depths) > 1 else f"at L{depths[0]}"),
+                    "stat": marginal[:, j] - marginal[:, ref]})
         if len(depths) > 1:
             out += [{"name": "k_vs_ref_at_depth", "subject": f"k = {k}", "k_langs": k,
                      "layers": L, "where": f"at L{L}", "stat": delta[:, i, j] - delta[:, i, ref]}

@@ -314,6 +314,12 @@ def test_contrasts_need_two_k_and_the_reference(effect_data):
     no_ref = av2.hierarchical_bootstrap(deltas[deltas["k_langs"] > 1], n_boot=10)
     with pytest.raises(ValueError, match="reference k = 1"):
         av2.contrast_table(no_ref)
+    # one depth (an interim page): the k contrasts say at which depth, not "averaged"
+    depth = int(deltas["layers"].min())
+    one_depth = av2.contrast_table(av2.hierarchical_bootstrap(
+        deltas[deltas["layers"] == depth], n_boot=10))
+    assert set(one_depth["where"]) == {f"at L{depth}"}
+    assert set(one_depth["name"]) == {"k_vs_ref"}
 
 
 # --------------------------------------------------------------------------- sentences
