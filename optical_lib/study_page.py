@@ -1074,8 +1074,10 @@ def retrieval_sentences(table: pd.DataFrame) -> str:
     def depths(mask) -> str:
         found = [f"L{L}" for L in part["L"][mask]]
         if found and len(found) == len(part):
-            return f"every depth ({', '.join(found)})"
-        return ", ".join(found) if found else "no depth"
+            if len(found) == 1:
+                return f"{found[0]} (the one depth scored so far)"
+            return f"every depth scored ({', '.join(found)})"
+        return ", ".join(found) if found else "no depth scored"
 
     out = []
     for (suite, protocol), part in table.groupby(["suite", "protocol"], sort=False):

@@ -457,6 +457,18 @@ def test_arm_difference_is_arm_minus_core_at_matched_cells(complete):
     assert arm.result.inference and arm.result.omnibus is None  # no mixed model for arms
 
 
+def test_retrieval_sentences_name_the_depths_scored_so_far():
+    table = pd.DataFrame({"suite": "XQuAD-R X→eng", "protocol": "student", "L": [2, 3, 6],
+                          "zero-shot": [0.10, 0.10, 0.19], "students": [0.14, 0.18, np.nan],
+                          "BM25": 0.167})
+    assert page.retrieval_sentences(table) == (
+        "XQuAD-R X→eng, student protocol: the students are above their zero-shot model at "
+        "every depth scored (L2, L3) and above BM25 at L3.")
+    assert page.retrieval_sentences(table.iloc[[0, 2]]) == (
+        "XQuAD-R X→eng, student protocol: the students are above their zero-shot model at "
+        "L2 (the one depth scored so far) and above BM25 at no depth scored.")
+
+
 def test_retrieval_and_gap_tables_from_the_result_rows(complete):
     layout, _, inv = complete
     rows = page.profile_rows(layout.root, inv)
