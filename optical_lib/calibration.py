@@ -40,14 +40,21 @@ DEPTH_DELTA = {2: 0.06, 3: 0.05, 6: 0.03, 12: 0.01}
 COVARIATE_SLOPE = 0.03
 
 #: Variance regimes of the calibration (standard deviations of the planted components):
-#: ``draw`` the training-sample cluster (k, draw), ``lang_k`` language x k, ``query`` the
+#: ``draw`` the training-sample cluster (k, draw), ``lang_k`` language x k, ``run_lang``
+#: run x language (each trained student's own per-language noise), ``query`` the
 #: per-query noise of Δ. "languages" has a between-draw SD of .012, about version 1's
 #: between-draw SD of a cell's macro metric (.013, issue #12), and language x k variation
 #: twice that; "draws" makes the between-draw spread dominant (2.5 times larger, language
-#: x k small), the regime in which few draws hurt most.
+#: x k small), the regime in which few draws hurt most. "runs" was added on 2026-11-27 from
+#: the first fit on real runs (L2, draws 0-2, FLORES X→eng; the student protocol, whose
+#: components are the larger): between-draw SD .025, language x k .028, and a residual SD
+#: of a run's language mean of .042, which the first two regimes (no run x language term,
+#: query noise .15 / sqrt(60) = .019) fall short of; rounded up to .025 / .03 and a run x
+#: language SD of .04.
 REGIMES: dict[str, dict[str, float]] = {
     "languages": {"sd_draw": 0.012, "sd_lang_k": 0.025, "sd_query": 0.15},
     "draws": {"sd_draw": 0.03, "sd_lang_k": 0.01, "sd_query": 0.15},
+    "runs": {"sd_draw": 0.025, "sd_lang_k": 0.03, "sd_run_lang": 0.04, "sd_query": 0.15},
 }
 #: The shape of a calibration grid: the real grid's 28 held-out FLORES languages, fewer
 #: queries (the query level is a small part of the variance of a contrast), two depths and
@@ -65,13 +72,16 @@ def synthetic_deltas(seed: int = 0, effect: float = 0.0, effect_k: int = 4,
                      sd_draw: float = 0.02, sd_lang: float = 0.02, sd_lang_k: float = 0.01,
                      sd_query: float = 0.15, n_draws: int = 6, depths: Sequence[int] = (2, 3, 6),
                      ks: Sequence[int] = (1, 2, 4, 8), langs: Sequence[str] | int = 8,
-                     n_queries: int = 60) -> tuple[pd.DataFrame, dict]:
+                     n_queries: int = 60, sd_run_lang: float = 0.0
+                     ) -> tuple[pd.DataFrame, dict]:
     """Per-query Δ rows in :func:`analysis_v2.load_deltas`' schema with a planted truth,
     and the covariates of each (k, draw, language).
 
     Δ = depth term + effect [k = effect_k] + slope · share_same_family + u(k, draw)
-    + v(lang) + w(lang, k) + e(run, query); value = zero-shot(depth, lang, query) + Δ.
-    ``langs``: language codes, or how many (named l00, l01, ...).
+    + v(lang) + w(lang, k) + x(run, lang) + e(run, query); value = zero-shot(depth, lang,
+    query) + Δ. ``langs``: language codes, or how many (named l00, l01, ...). The run x
+    language term x (SD ``sd_run_lang``) comes from a generator of its own, so grids
+    without it are the same as before it existed.
     """
     if isinstance(langs, int):
         langs = tuple(f"l{i:02d}" for i in range(langs))
@@ -84,12 +94,15 @@ def synthetic_deltas(seed: int = 0, effect: float = 0.0, effect_k: int = 4,
     difficulty = rng.normal(0, 0.1, (n_l, n_queries))
     query_lang = np.repeat(langs, n_queries)
     qids = [f"{lang}-{q}" for lang in langs for q in range(n_queries)]
+    run_rng = np.random.default_rng([seed, 1])
     frames = []
     for L in depths:
         for j, k in enumerate(ks):
             for d in range(n_draws):
                 mean = (DEPTH_DELTA[L] + effect * (k == effect_k) + draw_effect[j, d]
                         + lang_effect + lang_k[:, j] + COVARIATE_SLOPE * share[j, d])
+                if sd_run_lang:
+                    mean = mean + run_rng.normal(0, sd_run_lang, n_l)
                 delta = mean[:, None] + rng.normal(0, sd_query, (n_l, n_queries))
                 value = ZERO_SHOT[L] + difficulty + delta
                 frames.append(pd.DataFrame({
@@ -237,13 +250,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--results", default=str(PROJECT_ROOT / "results"))
     parser.add_argument("--mixed-model", action="store_true",
                         help=f"calibrate the mixed model's k test instead ({MIXED_RESULTS})")
+    parser.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=list(REGIMES),
+                        help="simulate only these regimes; the table's rows of the other "
+                             "regimes (and of other numbers of draws) are kept")
     args = parser.parse_args(argv)
     from tqdm.auto import tqdm
 
     from .paths import progress_bars
 
     rows = []
-    jobs = [(d, r) for d in args.draws for r in REGIMES]
+    jobs = [(d, r) for d in args.draws for r in args.regimes]
     for draws, regime in tqdm(jobs, desc="calibration", disable=not progress_bars()):
         start = time.perf_counter()
         found = ([mixed_model_level(draws, regime, n_sims=args.sims)] if args.mixed_model
@@ -255,8 +271,22 @@ def main(argv: Sequence[str] | None = None) -> None:
               + " ".join(f"{r['method']} {r['level']:.3f}" for r in found), flush=True)
     path = Path(args.results) / (MIXED_RESULTS if args.mixed_model else RESULTS)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, pd.DataFrame(rows).to_csv(index=False))
+    atomic_write(path, merge_levels(pd.read_csv(path) if path.exists() else None,
+                                    pd.DataFrame(rows)).to_csv(index=False))
     print(path)
+
+
+def merge_levels(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
+    """A calibration table with ``new``'s rows replacing ``old``'s of the same (draws,
+    regime) cells and ``old``'s other rows kept, sorted by draws and regime (in
+    :data:`REGIMES` order)."""
+    if old is not None and len(old):
+        cells = set(zip(new["draws"], new["regime"], strict=True))
+        keep = [(d, r) not in cells for d, r in zip(old["draws"], old["regime"], strict=True)]
+        new = pd.concat([old[keep], new], ignore_index=True)
+    order = {r: i for i, r in enumerate(REGIMES)}
+    return (new.assign(_r=new["regime"].map(order)).sort_values(["draws", "_r"], kind="stable")
+            .drop(columns="_r").reset_index(drop=True))
 
 
 if __name__ == "__main__":

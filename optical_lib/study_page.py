@@ -43,7 +43,7 @@ from .analysis_v2 import (
     verdict,
     zero_shot_depth_curve,
 )
-from .calibration import LEVEL_TOLERANCE, level_at, min_test_draws, worst_levels
+from .calibration import LEVEL_TOLERANCE, REGIMES, level_at, min_test_draws, worst_levels
 from .layout import ResultsLayout
 from .protocol import PRIMARY_METRIC
 
@@ -431,7 +431,8 @@ class SliceResult:
     bootstrap SE and 95% CI (NaN without inference); ``runs``: per run the mean over
     languages; ``lang``: :func:`language_deltas` (with covariates where available);
     ``boot``, ``omnibus``, ``effects``, ``contrasts``: the estimators' output, None where
-    they could not run (``notes`` say why; ``reason``: why there are no contrasts).
+    they could not run (``notes`` say why; ``reason``: why there are no contrasts);
+    ``variance``: the mixed model's fitted SD per variance component (component, sd).
     ``draws``, ``depths``: the complete draws and the depths the inference used
     (:func:`analysed_cells`); ``complete``: every planned setting of the group finished.
     """
@@ -456,6 +457,7 @@ class SliceResult:
     omnibus: pd.DataFrame | None = None
     effects: pd.DataFrame | None = None
     contrasts: pd.DataFrame | None = None
+    variance: pd.DataFrame | None = None
     notes: tuple[str, ...] = ()
     reason: str = ""
 
@@ -484,23 +486,90 @@ def _language_table(deltas: pd.DataFrame, covariates: CovariateFn | None,
 
 
 def _fit_model(lang: pd.DataFrame, notes: list[str]
-               ) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+               ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
+    """(omnibus, effects, variance) of the mixed model, None where they could not be had;
+    ``variance``: the fitted standard deviation of each variance component."""
     try:
         fit = mixed_model(lang, covariates=[c for c in COVARIATES if c in lang.columns])
     except ValueError as exc:
         notes.append(f"Mixed model not fitted: {exc}.")
-        return None, None
+        return None, None, None
     if fit.warnings:
         notes.append("The mixed model's fit warned: "
                      + "; ".join(w.splitlines()[0][:200].rstrip(".") for w in fit.warnings)
                      + ".")
+    comps = fit.table[fit.table["kind"] == "variance"]
+    variance = pd.DataFrame({"component": comps["term"].str.removesuffix(" variance"),
+                             "sd": np.sqrt(comps["estimate"].clip(lower=0).to_numpy())})
     if lang["k_langs"].nunique() < 2:
-        return None, None
+        return None, None, variance
     try:
-        return k_omnibus(fit), k_effects(fit)
+        return k_omnibus(fit), k_effects(fit), variance
     except ValueError as exc:
         notes.append(f"No k test: {exc}.")
-        return None, None
+        return None, None, variance
+
+
+#: The mixed model's variance components as the calibration's regimes name them
+#: (:data:`optical_lib.calibration.REGIMES`), in words.
+_COMPONENTS = {"draw": ("sd_draw", "between draws"),
+               "lang_k": ("sd_lang_k", "language × k"),
+               "residual": ("residual", "a run's language mean (residual)")}
+
+
+def regime_ranges(regimes: dict[str, dict[str, float]] | None = None,
+                  n_queries: int | None = None) -> dict[str, tuple[float, float]]:
+    """The smallest and largest SD the calibration's regimes plant for each component the
+    mixed model estimates: between draws, language x k, and the residual SD of a run's
+    language mean (run x language and the query noise averaged over the grid's queries)."""
+    from .calibration import CAL_QUERIES
+
+    regimes = REGIMES if regimes is None else regimes
+    n_queries = CAL_QUERIES if n_queries is None else n_queries
+    values: dict[str, list[float]] = {"sd_draw": [], "sd_lang_k": [], "residual": []}
+    for r in regimes.values():
+        values["sd_draw"].append(r["sd_draw"])
+        values["sd_lang_k"].append(r["sd_lang_k"])
+        values["residual"].append(float(np.hypot(r.get("sd_run_lang", 0.0),
+                                                 r["sd_query"] / np.sqrt(n_queries))))
+    return {key: (min(v), max(v)) for key, v in values.items()}
+
+
+def variance_sentence(results: Sequence[SliceResult],
+                      ranges: dict[str, tuple[float, float]] | None = None) -> str:
+    """The mixed model's fitted SDs on each slice with a fit, against the range the
+    calibration's regimes simulate (:func:`regime_ranges`), and whether any exceeds it."""
+    from .report import PROTOCOL_LABELS, SUITE_LABELS
+
+    ranges = regime_ranges() if ranges is None else ranges
+    said, beyond = [], []
+    for result in results:
+        if result.variance is None:
+            continue
+        sd = dict(zip(result.variance["component"], result.variance["sd"], strict=True))
+        name = (f"{SUITE_LABELS.get(result.task, result.task)}, "
+                f"{PROTOCOL_LABELS.get(result.protocol, result.protocol)}")
+        parts = []
+        for comp, (key, words) in _COMPONENTS.items():
+            if comp in sd:
+                parts.append(f"{words} {fmt(sd[comp], signed=False)}")
+                if sd[comp] > ranges[key][1]:
+                    beyond.append(f"{words} on {name}")
+        said.append(f"{name}: " + ", ".join(parts))
+    if not said:
+        return ("No mixed model has been fitted on real runs yet, so the regimes cannot be "
+                "compared with the grid's own variance.")
+    span = ", ".join(f"{words} {fmt(ranges[key][0], signed=False)}–"
+                     f"{fmt(ranges[key][1], signed=False)}"
+                     for key, words in _COMPONENTS.values())
+    verdict = ("Every fitted SD lies within or below the range the regimes simulate."
+               if not beyond else
+               "Larger than every simulated regime: " + "; ".join(beyond) + ", so the "
+               "simulated levels may understate how often the tests reject a true zero "
+               "there.")
+    return (f"The grid's own variance, fitted by the mixed model on the runs analysed below "
+            f"(SD per component): {'; '.join(said)}. The regimes simulate {span}. "
+            + verdict)
 
 
 def _depth_words(depths: Sequence[int]) -> str:
@@ -543,7 +612,7 @@ def tests_withheld_note(levels: pd.DataFrame | None, draws: int,
         return f"Tests withheld with {draws} complete draws (fewer than simulated); {when}."
     return (f"Tests withheld with {draws} complete draws: in simulation (results/calibration) "
             f"the page's test (t interval) of a k contrast that is zero rejects {level:.1%} "
-            f"of the time at the 5% level with {draws} draws (the worse of "
+            f"of the time at the 5% level with {draws} draws (the worst of "
             f"{levels['regime'].nunique()} variance regimes; this page accepts at most "
             f"{LEVEL_TOLERANCE:.1%}), and the 95% intervals below cover a zero contrast only "
             f"{1 - level:.0%} of the time; {when}.")
@@ -573,7 +642,7 @@ def mixed_model_sentence(mixed: pd.DataFrame) -> str:
     levels = ", ".join(f"{level:.1%} with {draws} draws" for draws, level in worst.items())
     return (f"The mixed model's F test of k, simulated the same way on "
             f"{int(mixed['n_sims'].min())} grids per cell (results/calibration/"
-            f"mixed_model_level.csv), rejects {levels} (the worse regime).")
+            f"mixed_model_level.csv), rejects {levels} (the worst regime).")
 
 
 def calibration_facts(levels: pd.DataFrame, planned_draws: int) -> dict[str, str]:
@@ -595,7 +664,21 @@ def calibration_facts(levels: pd.DataFrame, planned_draws: int) -> dict[str, str
             "cal_pct_level_planned": at(planned_draws, "percentile"),
             "cal_planned_draws": str(planned_draws),
             "cal_tolerance": f"{LEVEL_TOLERANCE:.1%}",
-            "cal_sims": str(int(levels["n_sims"].min()))}
+            "cal_sims": str(int(levels["n_sims"].min())),
+            "cal_n_regimes": str(levels["regime"].nunique()),
+            "cal_regimes": regimes_text([r for r in REGIMES if r in set(levels["regime"])])}
+
+
+def regimes_text(names: Sequence[str]) -> str:
+    """The calibration's regimes in words, from :data:`optical_lib.calibration.REGIMES`:
+    the planted SD of each component of a Δ."""
+    def one(name: str) -> str:
+        r = REGIMES[name]
+        run = r.get("sd_run_lang", 0.0)
+        return (f"'{name}': SD between draws {fmt(r['sd_draw'], signed=False)}, language × k "
+                f"{fmt(r['sd_lang_k'], signed=False)}"
+                + (f", run × language {fmt(run, signed=False)}" if run else ""))
+    return "; ".join(one(n) for n in names)
 
 
 def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protocol: str,
@@ -651,7 +734,7 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
     lang = _language_table(deltas, covariates, notes)
     runs = (lang.groupby(["run_id", "layers", "k_langs", "draw"], sort=True)
             [["delta", "value"]].mean().reset_index())
-    boot = omnibus = effects = contrasts = None
+    boot = omnibus = effects = contrasts = variance = None
     if inference:
         boot = hierarchical_bootstrap(deltas, n_boot=n_boot, seed=seed, metric=metric)
         cells = boot.summary()
@@ -666,7 +749,7 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
                 reason = f"No contrasts: {exc}."
                 notes.append(reason)
             if model:
-                omnibus, effects = _fit_model(lang, notes)
+                omnibus, effects, variance = _fit_model(lang, notes)
     else:
         cells = (runs.groupby(["layers", "k_langs"], sort=True)
                  .agg(n_draws=("draw", "nunique"), n_runs=("run_id", "size"),
@@ -679,7 +762,7 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
                        depths=tuple(depths) if inference else (),
                        cells=cells[_CELL_COLUMNS], runs=runs, lang=lang, boot=boot,
                        omnibus=omnibus, effects=effects, contrasts=contrasts,
-                       notes=tuple(notes), reason=reason)
+                       variance=variance, notes=tuple(notes), reason=reason)
 
 
 def depth_means(result: SliceResult) -> pd.DataFrame:

@@ -75,3 +75,27 @@ def test_mixed_model_level_and_its_committed_table(tmp_path):
     assert set(mixed["regime"]) == set(cal.REGIMES) and {2, STUDY_DRAWS} <= set(mixed["draws"])
     with pytest.raises(FileNotFoundError, match="--mixed-model"):
         cal.read_mixed_levels(tmp_path)
+
+
+def test_the_run_x_language_term_adds_noise_without_changing_the_other_regimes_grids():
+    base, _ = cal.synthetic_deltas(seed=3, n_draws=2, langs=6, n_queries=4)
+    same, _ = cal.synthetic_deltas(seed=3, n_draws=2, langs=6, n_queries=4, sd_run_lang=0.0)
+    pd.testing.assert_frame_equal(base, same)
+    noisy, _ = cal.synthetic_deltas(seed=3, n_draws=2, langs=6, n_queries=4, sd_run_lang=0.5)
+    extra = (noisy["delta"] - base["delta"]).groupby([noisy["run_id"], noisy["query_lang"]])
+    # one shift per (run, language), the same for its queries, different across runs
+    assert (extra.std(ddof=0) < 1e-12).all()
+    shifts = extra.mean()
+    assert shifts.std() > 0.2 and shifts.groupby(level=0).nunique().eq(6).all()
+
+
+def test_merge_levels_replaces_only_the_recomputed_cells():
+    old = pd.DataFrame({"draws": [2, 2, 3, 3], "regime": ["languages", "draws"] * 2,
+                        "method": "t", "level": [0.1, 0.2, 0.3, 0.4]})
+    new = pd.DataFrame({"draws": [3, 2], "regime": ["runs", "draws"], "method": "t",
+                        "level": [0.9, 0.8]})
+    merged = cal.merge_levels(old, new)
+    assert list(zip(merged["draws"], merged["regime"], merged["level"], strict=True)) == [
+        (2, "languages", 0.1), (2, "draws", 0.8), (3, "languages", 0.3), (3, "draws", 0.4),
+        (3, "runs", 0.9)]
+    assert cal.merge_levels(None, new)["regime"].tolist() == ["draws", "runs"]

@@ -352,7 +352,7 @@ def test_tests_are_withheld_below_the_calibrated_number_of_draws(complete):
     assert result.reason.endswith("the tests need 6 draws and this group plans 4: its "
                                   "intervals stay descriptive.")
     assert page.tests_withheld_note(levels, 2, planned=10).endswith(
-        "rejects 20.0% of the time at the 5% level with 2 draws (the worse of 2 variance "
+        "rejects 20.0% of the time at the 5% level with 2 draws (the worst of 2 variance "
         "regimes; this page accepts at most 7.5%), and the 95% intervals below cover a zero "
         "contrast only 80% of the time; tests appear from 6 complete draws on.")
     assert page.tests_withheld_note(levels, 1, planned=10) == (
@@ -394,9 +394,39 @@ def test_the_calibration_for_reading():
     assert page.mixed_model_sentence(mixed) == (
         "The mixed model's F test of k, simulated the same way on 60 grids per cell "
         "(results/calibration/mixed_model_level.csv), rejects 2.0% with 2 draws, 5.0% with "
-        "10 draws (the worse regime).")
+        "10 draws (the worst regime).")
     held = levels.assign(level=np.where(levels["draws"] == 10, 0.05, levels["level"]))
     assert page.calibration_facts(held, 10)["cal_answer"].startswith("The pre-registered")
+    assert facts["cal_n_regimes"] == "2"
+    assert facts["cal_regimes"] == (
+        "'languages': SD between draws .012, language × k .025; "
+        "'draws': SD between draws .030, language × k .010")
+    assert page.regimes_text(["runs"]) == ("'runs': SD between draws .025, language × k .030, "
+                                           "run × language .040")
+
+
+def test_the_fitted_variance_is_compared_with_the_simulated_regimes(complete):
+    layout, _, inv = complete
+    result = page.analyse_slice(layout.root, inv, *page.PRIMARY_SLICE, n_boot=50,
+                               covariates=stub_covariates)
+    sd = result.variance.set_index("component")["sd"]
+    assert set(sd.index) == {"draw", "lang", "lang_k", "residual"} and (sd >= 0).all()
+    ranges = page.regime_ranges({"a": {"sd_draw": 0.01, "sd_lang_k": 0.02, "sd_query": 0.3},
+                                 "b": {"sd_draw": 0.03, "sd_lang_k": 0.01, "sd_query": 0.3,
+                                       "sd_run_lang": 0.04}}, n_queries=100)
+    assert ranges == {"sd_draw": (0.01, 0.03), "sd_lang_k": (0.01, 0.02),
+                      "residual": (0.03, 0.05)}
+    said = page.variance_sentence([result], {k: (0.0, 1.0) for k in ranges})
+    assert said.startswith("The grid's own variance, fitted by the mixed model on the runs "
+                           f"analysed below (SD per component): FLORES X→eng, OPTICAL's "
+                           f"protocol: between draws {av2.fmt(sd['draw'], signed=False)}, ")
+    assert said.endswith("Every fitted SD lies within or below the range the regimes simulate.")
+    tight = page.variance_sentence([result], {k: (0.0, 0.0) for k in ranges})
+    assert "Larger than every simulated regime: between draws on FLORES X→eng" in tight
+    assert "may understate" in tight
+    empty = page.analyse_slice(layout.root, inv, *page.PRIMARY_SLICE, n_boot=50, model=False)
+    assert empty.variance is None
+    assert page.variance_sentence([empty]).startswith("No mixed model has been fitted")
 
 
 def test_one_draw_gives_the_descriptive_table_only(tmp_path):
