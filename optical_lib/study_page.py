@@ -954,6 +954,27 @@ def primary_verdict(result: SliceResult, headline_only: bool = False) -> str:
     return " ".join(verdict(result.contrasts))
 
 
+def interim_sentence(result: SliceResult) -> str:
+    """While the group runs and a slice has inference: its cell means at the smallest and
+    the largest k per analysed depth, with their 95% intervals, labelled interim and not a
+    verdict (for the intro, next to :func:`primary_verdict`). Empty otherwise."""
+    from .report import PROTOCOL_LABELS, SUITE_LABELS
+
+    if not result.interim or not result.inference or result.cells.empty:
+        return ""
+    parts = []
+    for L, part in result.cells.sort_values(["layers", "k_langs"]).groupby("layers"):
+        ends = [part.iloc[0], part.iloc[-1]] if len(part) > 1 else [part.iloc[0]]
+        parts.append(f"L{int(L)} " + " and ".join(
+            f"{fmt_ci(r['delta'], r['delta_ci_low'], r['delta_ci_high'])} at k = "
+            f"{int(r['k_langs'])}" for r in ends))
+    draws = ", ".join(str(d) for d in result.draws)
+    return (f"Interim, not a verdict ({_depth_words(result.depths)}, draws {draws}): "
+            f"Δ {result.metric} on {SUITE_LABELS.get(result.task, result.task)} under "
+            f"{PROTOCOL_LABELS.get(result.protocol, result.protocol)} is "
+            + "; ".join(parts) + " (95% intervals; every cell and test on the results page).")
+
+
 # --------------------------------------------------------------------------- arms
 
 

@@ -257,6 +257,16 @@ def test_verdict_is_printed_only_when_the_core_is_complete(tmp_path, complete, p
     assert "above" not in verdict and "results page" in verdict
     assert "Interim estimates" in page.slice_markdown(result)
     assert "Interim estimates" not in page.slice_markdown(primary)
+    # the intro's interim sentence: the smallest and largest k per depth, from the cells
+    said = page.interim_sentence(result)
+    cells = result.cells.set_index(["layers", "k_langs"])
+    first = cells.loc[(2, 1)]
+    assert said.startswith("Interim, not a verdict (L2, L3, draws 0, 1, 2, 3): Δ nDCG@10 on "
+                           "FLORES X→eng under OPTICAL's protocol is L2 "
+                           + page.fmt_ci(first["delta"], first["delta_ci_low"],
+                                         first["delta_ci_high"]) + " at k = 1 and ")
+    assert " at k = 8; L3 " in said and said.endswith("on the results page).")
+    assert page.interim_sentence(primary) == ""  # a finished grid gets its verdict instead
 
 
 def test_the_work_to_go_is_timed_only_by_finished_cpu_runs_of_the_same_depth_and_budget(
@@ -559,6 +569,7 @@ def test_the_page_executes_on_a_partly_finished_full_profile(tmp_path):
     assert text["verdict_primary"].startswith("The verdict waits for the full grid: 48 of 240")
     assert text["study_state"] == "interim"
     assert text["headline_primary"] == text["verdict_primary"]  # no verdict while interim
+    assert text["interim_primary"].startswith("Interim, not a verdict")
     for figure in ("fig-study-delta-k", "fig-study-depth", "fig-study-languages",
                    "fig-study-share"):
         assert "application/papermill.record/image/png" in glued[figure]
