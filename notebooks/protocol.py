@@ -374,7 +374,9 @@ if len(curve):
                                                 digits=3)
             for name, proto in (("Student protocol", "student"),
                                 ("OPTICAL's protocol (me5-small teacher)", "teacher"))]
-    said = [f"*{name}.* " + report.curve_sentences(report.curve_table(curve, base, proto))
+    tie = report.rerun_spread(results_dir) or 0.0
+    said = [f"*{name}.* " + report.curve_sentences(report.curve_table(curve, base, proto),
+                                                   tie=tie)
             for name, proto in (("Student protocol", "student"), ("OPTICAL's protocol",
                                                                   "teacher"))]
     where = report.curve_devices(results_dir, curve)
@@ -391,9 +393,10 @@ if len(curve):
     out = Markdown("\n\n".join(both) + "\n\nThe zero-shot rows are the float32 baselines "
                    "of the `baselines` profile; the students ran in bf16, and their Δ in "
                    "their own run records is over a bf16 zero-shot model. " + devices
-                   + "\n\nAgainst BM25 on passage retrieval (one run per row, no interval: "
-                   "differences of a few thousandths are within what a rerun moves, see *The "
-                   "same setting computed twice*):\n\n" + "\n\n".join(said))
+                   + "\n\nAgainst BM25 on passage retrieval (one run per row, no interval; "
+                   f"a margin of at most {tie:.3f} either way counts as level with BM25: "
+                   "the most a rerun of one setting moved, see *The same setting computed "
+                   "twice*):\n\n" + "\n\n".join(said))
 else:
     out = Markdown("*The learning curve has not run yet: its large budgets need a GPU or "
                    "many CPU-hours (see the reproducibility page).*")

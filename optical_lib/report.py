@@ -187,12 +187,29 @@ def curve_points(curve: pd.DataFrame, baselines: pd.DataFrame, pool_pairs: int,
                            ignore_index=True)
 
 
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _budgets(names: list[str]) -> str:
+    """Curve budgets in words: ["1,984 pairs", "7,936 pairs", "whole pool"] ->
+    "1,984 and 7,936 pairs and the whole pool"."""
+    pairs = [n.removesuffix(" pairs") for n in names if n.endswith(" pairs")]
+    text = f"{_and(pairs)} pairs" if pairs else ""
+    if "whole pool" in names:
+        text += (" and " if text else "") + "the whole pool"
+    return text
+
+
 def curve_sentences(table: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R X→eng",
-                                                                   "XQuAD-R eng→eng")) -> str:
-    """Which depths beat BM25 on ``suites`` (the passage-retrieval ones), read off a
-    :func:`curve_table`: a depth whose zero-shot model is above BM25 already, a depth that
-    gets above it with distillation (from its smallest budget that does), or one that never
-    does (with its best distilled value and budget)."""
+                                                                   "XQuAD-R eng→eng"),
+                    tie: float = 0.0) -> str:
+    """Where each depth stands against BM25 on ``suites`` (the passage-retrieval ones), read
+    off a :func:`curve_table`: untrained (when its zero-shot model is above BM25), and at
+    which budgets the distilled students are above, level with or below it. A margin of at
+    most ``tie`` either way counts as level: what a rerun of one setting moves
+    (:func:`rerun_spread`) cannot tell two single runs apart. The best distilled value and
+    its budget close each depth's clause."""
     out = []
     for suite in suites:
         if suite not in table.columns or "BM25" not in table.index:
@@ -206,19 +223,39 @@ def curve_sentences(table: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R X�
         for depth in depths:
             zero = col.get(f"L{depth} zero-shot")
             trained = col[[name.startswith(f"L{depth} · ") for name in col.index]]
-            if zero is not None and zero > bm25:
-                parts.append(f"L{depth} is above it untrained ({zero:.3f}, {zero - bm25:+.3f})")
-            elif (trained > bm25).any():
-                first = trained[trained > bm25].index[0].split(" · ", 1)[1]
-                value = trained[trained > bm25].iloc[0]
-                parts.append(f"L{depth} gets above it from {first} ({value:.3f}, "
-                             f"{value - bm25:+.3f})")
-            elif len(trained):
+            said = []
+            if zero is not None and zero - bm25 > tie:
+                said.append(f"above it untrained ({zero:.3f}, {zero - bm25:+.3f})")
+            margin = trained - bm25
+            budgets = [name.split(" · ", 1)[1] for name in trained.index]
+            groups = {"above it": [b for b, m in zip(budgets, margin, strict=True) if m > tie],
+                      "level with it": [b for b, m in zip(budgets, margin, strict=True)
+                                        if abs(m) <= tie],
+                      "below it": [b for b, m in zip(budgets, margin, strict=True)
+                                   if m < -tie]}
+            found = [(words, b) for words, b in groups.items() if b]
+            if len(found) == 1 and len(budgets) > 1:
+                said.append(f"{found[0][0]} at every budget")
+            elif found:
+                said.append(", ".join(f"{words} at {_budgets(b)}" for words, b in found))
+            if len(trained):
                 best = trained.idxmax().split(" · ", 1)[1]
-                parts.append(f"L{depth} stays below it (best {trained.max():.3f}, {best})")
+                best = "the whole pool" if best == "whole pool" else best
+                said.append(f"best {trained.max():.3f} ({trained.max() - bm25:+.3f}, {best})")
+            if said:
+                parts.append(f"L{depth} " + "; ".join(said))
         if parts:
-            out.append(f"{suite} (BM25 {bm25:.3f}): " + "; ".join(parts) + ".")
+            out.append(f"{suite} (BM25 {bm25:.3f}): " + ". ".join(parts) + ".")
     return " ".join(out)
+
+
+def rerun_spread(results_dir: str | Path, metric: str = PRIMARY_METRIC) -> float | None:
+    """The largest change of a macro ``metric`` between a published run and its second
+    computation (:func:`reruns`), over every rerun, suite and protocol; None without
+    reruns."""
+    moved = [rerun_table(results_dir, run_id, label, metric)["rerun − published"].abs().max()
+             for run_id, label in reruns(results_dir)]
+    return float(max(moved)) if moved else None
 
 
 def run_device(results_dir: str | Path, run_id: str) -> str:

@@ -618,19 +618,36 @@ def test_the_learning_curve_figure_puts_the_whole_pool_at_its_size_and_zero_shot
     plots.close(empty)
 
 
-def test_curve_sentences_say_which_depths_beat_bm25_from_which_budget():
+def test_curve_sentences_say_where_each_depth_stands_against_bm25_within_the_rerun_spread():
     from optical_lib import report
 
     table = pd.DataFrame(
-        {"XQuAD-R X→eng": [0.20, 0.05, 0.10, 0.15, 0.10, 0.21, 0.30, 0.30],
-         "FLORES X→eng": [0.9] * 8},
+        {"XQuAD-R X→eng": [0.20, 0.05, 0.10, 0.205, 0.15, 0.10, 0.21, 0.30, 0.30, 0.31],
+         "FLORES X→eng": [0.9] * 10},
         index=["BM25", "L2 zero-shot", "L2 · 1,984 pairs", "L2 · 7,936 pairs",
-               "L3 zero-shot", "L3 · 7,936 pairs", "L12 zero-shot", "L12 · 1,984 pairs"])
-    said = report.curve_sentences(table)
-    assert said == ("XQuAD-R X→eng (BM25 0.200): L2 stays below it (best 0.150, 7,936 pairs); "
-                    "L3 gets above it from 7,936 pairs (0.210, +0.010); "
-                    "L12 is above it untrained (0.300, +0.100).")
+               "L2 · whole pool", "L3 zero-shot", "L3 · 7,936 pairs", "L12 zero-shot",
+               "L12 · 1,984 pairs", "L12 · whole pool"])
+    said = report.curve_sentences(table, tie=0.01)
+    assert said == ("XQuAD-R X→eng (BM25 0.200): L2 level with it at 7,936 pairs, below it "
+                    "at 1,984 pairs and the whole pool; best 0.205 (+0.005, 7,936 pairs). "
+                    "L3 level with it at 7,936 pairs; best 0.210 (+0.010, 7,936 pairs). "
+                    "L12 above it untrained (0.300, +0.100); above it at every budget; "
+                    "best 0.310 (+0.110, the whole pool).")
+    # without a tie band the smallest margin decides
+    assert "L2 above it at 7,936 pairs, below it at 1,984 pairs and the whole pool" in \
+        report.curve_sentences(table)
     assert report.curve_sentences(table.drop(index="BM25")) == ""
+
+
+def test_rerun_spread_is_the_largest_macro_move_of_any_rerun(tmp_path):
+    from optical_lib import report
+    from optical_lib.paths import PROJECT_ROOT
+
+    assert report.rerun_spread(tmp_path) is None
+    results = PROJECT_ROOT / "results"
+    moved = [report.rerun_table(results, run_id, label)["rerun − published"].abs().max()
+             for run_id, label in report.reruns(results)]
+    assert moved and report.rerun_spread(results) == pytest.approx(max(moved))
 
 
 def test_curve_rows_say_where_and_under_which_teacher_state_rule_they_ran(tmp_path):
