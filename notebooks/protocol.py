@@ -396,7 +396,10 @@ if len(curve):
                    + "\n\nAgainst BM25 on passage retrieval (one run per row, no interval; "
                    f"a margin of at most {tie:.3f} either way counts as level with BM25: "
                    "the most a rerun of one setting moved, see *The same setting computed "
-                   "twice*):\n\n" + "\n\n".join(said))
+                   "twice*):\n\n" + "\n\n".join(said)
+                   + "\n\nDoes a student still retrieve in English as well as before it was "
+                   "distilled? " + (report.curve_delta_sentences(curve) or
+                                    "No learning-curve run was scored on XQuAD-R eng→eng."))
 else:
     out = Markdown("*The learning curve has not run yet: its large budgets need a GPU or "
                    "many CPU-hours (see the reproducibility page).*")

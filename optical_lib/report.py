@@ -201,6 +201,28 @@ def _budgets(names: list[str]) -> str:
     return text
 
 
+def _placement(trained: pd.Series, reference: float, tie: float) -> list[str]:
+    """Clauses placing a depth's distilled rows (index "L2 · 1,984 pairs" ...) above, level
+    with or below ``reference``, and its best row."""
+    margin = trained - reference
+    budgets = [name.split(" · ", 1)[1] for name in trained.index]
+    groups = {"above it": [b for b, m in zip(budgets, margin, strict=True) if m > tie],
+              "level with it": [b for b, m in zip(budgets, margin, strict=True)
+                                if abs(m) <= tie],
+              "below it": [b for b, m in zip(budgets, margin, strict=True) if m < -tie]}
+    found = [(words, b) for words, b in groups.items() if b]
+    said = []
+    if len(found) == 1 and len(budgets) > 1:
+        said.append(f"{found[0][0]} at every budget")
+    elif found:
+        said.append(", ".join(f"{words} at {_budgets(b)}" for words, b in found))
+    if len(trained):
+        best = trained.idxmax().split(" · ", 1)[1]
+        best = "the whole pool" if best == "whole pool" else best
+        said.append(f"best {trained.max():.3f} ({trained.max() - reference:+.3f}, {best})")
+    return said
+
+
 def curve_sentences(table: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R X→eng",
                                                                    "XQuAD-R eng→eng"),
                     tie: float = 0.0) -> str:
@@ -226,26 +248,48 @@ def curve_sentences(table: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R X�
             said = []
             if zero is not None and zero - bm25 > tie:
                 said.append(f"above it untrained ({zero:.3f}, {zero - bm25:+.3f})")
-            margin = trained - bm25
-            budgets = [name.split(" · ", 1)[1] for name in trained.index]
-            groups = {"above it": [b for b, m in zip(budgets, margin, strict=True) if m > tie],
-                      "level with it": [b for b, m in zip(budgets, margin, strict=True)
-                                        if abs(m) <= tie],
-                      "below it": [b for b, m in zip(budgets, margin, strict=True)
-                                   if m < -tie]}
-            found = [(words, b) for words, b in groups.items() if b]
-            if len(found) == 1 and len(budgets) > 1:
-                said.append(f"{found[0][0]} at every budget")
-            elif found:
-                said.append(", ".join(f"{words} at {_budgets(b)}" for words, b in found))
-            if len(trained):
-                best = trained.idxmax().split(" · ", 1)[1]
-                best = "the whole pool" if best == "whole pool" else best
-                said.append(f"best {trained.max():.3f} ({trained.max() - bm25:+.3f}, {best})")
+            said += _placement(trained, bm25, tie)
             if said:
                 parts.append(f"L{depth} " + "; ".join(said))
         if parts:
             out.append(f"{suite} (BM25 {bm25:.3f}): " + ". ".join(parts) + ".")
+    return " ".join(out)
+
+
+def curve_delta_sentences(curve: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R eng→eng",),
+                          protocol: str = "student", metric: str = PRIMARY_METRIC) -> str:
+    """Does distillation keep what the untrained model could do? Per suite and depth, each
+    learning-curve run's own Δ (its macro ``delta:`` row: over the zero-shot model of its
+    precision, paired over queries, with the query bootstrap's 95% CI, which leaves out
+    the training's own randomness): the budgets where the CI lies above 0, contains it, or
+    lies below it; the largest budget's Δ with its CI closes each depth's clause."""
+    df = _macro(curve, f"delta:{metric}") if len(curve) else pd.DataFrame()
+    if df.empty:
+        return ""
+    df = df[df["protocol"] == protocol].copy()
+    df["order"] = _budget_order(df["budget"])
+    out = []
+    for suite in suites:
+        rows = df[df["suite"] == suite]
+        parts = []
+        for depth, part in rows.sort_values("order").groupby("layers"):
+            budgets = [f"{int(b):,} pairs" if b > 0 else "whole pool"
+                       for b in part["budget"].astype(float)]
+            groups = {"above it": [], "not distinguishable from it": [], "below it": []}
+            for b, (_, r) in zip(budgets, part.iterrows(), strict=True):
+                key = ("above it" if r["ci_low"] > 0 else
+                       "below it" if r["ci_high"] < 0 else "not distinguishable from it")
+                groups[key].append(b)
+            found = [(words, b) for words, b in groups.items() if b]
+            where = (f"{found[0][0]} at every budget" if len(found) == 1 and len(budgets) > 1
+                     else ", ".join(f"{words} at {_budgets(b)}" for words, b in found))
+            last = part.iloc[-1]
+            name = "the whole pool" if budgets[-1] == "whole pool" else budgets[-1]
+            parts.append(f"L{int(depth)} {where}; at {name} Δ {last['value']:+.3f} "
+                         f"[{last['ci_low']:+.3f}, {last['ci_high']:+.3f}]")
+        if parts:
+            out.append(f"{suite}, each run against its own zero-shot model ("
+                       f"{PROTOCOL_LABELS.get(protocol, protocol)}): " + ". ".join(parts) + ".")
     return " ".join(out)
 
 

@@ -639,6 +639,26 @@ def test_curve_sentences_say_where_each_depth_stands_against_bm25_within_the_rer
     assert report.curve_sentences(table.drop(index="BM25")) == ""
 
 
+def test_curve_delta_sentences_place_each_run_by_its_own_paired_interval():
+    from optical_lib import report
+
+    def row(budget, value, low, high, layers=2, protocol="student"):
+        return {"scope": "macro", "metric": "delta:nDCG@10", "method": "optical+mse",
+                "model": "me5-small", "layers": layers, "budget": budget,
+                "protocol": protocol, "task": "xquad-r-eng-eng", "teacher": "me5-small",
+                "value": value, "ci_low": low, "ci_high": high}
+
+    curve = pd.DataFrame([row(0, -0.01, -0.03, 0.01), row(1984, 0.08, 0.06, 0.10),
+                          row(7936, 0.09, 0.07, 0.11), row(1984, -0.02, -0.03, -0.01, 12),
+                          row(0, 0.5, 0.4, 0.6, 2, "teacher")]).astype({"budget": "Int64"})
+    said = report.curve_delta_sentences(curve)
+    assert said == ("XQuAD-R eng→eng, each run against its own zero-shot model (student "
+                    "protocol): L2 above it at 1,984 and 7,936 pairs, not distinguishable "
+                    "from it at the whole pool; at the whole pool Δ -0.010 [-0.030, +0.010]. "
+                    "L12 below it at 1,984 pairs; at 1,984 pairs Δ -0.020 [-0.030, -0.010].")
+    assert report.curve_delta_sentences(curve.iloc[:0]) == ""
+
+
 def test_rerun_spread_is_the_largest_macro_move_of_any_rerun(tmp_path):
     from optical_lib import report
     from optical_lib.paths import PROJECT_ROOT
