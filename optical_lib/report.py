@@ -201,26 +201,32 @@ def _budgets(names: list[str]) -> str:
     return text
 
 
+def _grouped(budgets: list[str], labels: list[str], order: tuple[str, ...]) -> str:
+    """Budgets grouped by their label, in ``order``: "above it at 1,984 and 7,936 pairs,
+    below it at the whole pool", or "<label> at every budget" when all share one."""
+    found = [(label, [b for b, lab in zip(budgets, labels, strict=True) if lab == label])
+             for label in order]
+    found = [(label, b) for label, b in found if b]
+    if len(found) == 1 and len(budgets) > 1:
+        return f"{found[0][0]} at every budget"
+    return ", ".join(f"{label} at {_budgets(b)}" for label, b in found)
+
+
+def _the(budget: str) -> str:
+    return "the whole pool" if budget == "whole pool" else budget
+
+
 def _placement(trained: pd.Series, reference: float, tie: float) -> list[str]:
     """Clauses placing a depth's distilled rows (index "L2 · 1,984 pairs" ...) above, level
     with or below ``reference``, and its best row."""
-    margin = trained - reference
     budgets = [name.split(" · ", 1)[1] for name in trained.index]
-    groups = {"above it": [b for b, m in zip(budgets, margin, strict=True) if m > tie],
-              "level with it": [b for b, m in zip(budgets, margin, strict=True)
-                                if abs(m) <= tie],
-              "below it": [b for b, m in zip(budgets, margin, strict=True) if m < -tie]}
-    found = [(words, b) for words, b in groups.items() if b]
-    said = []
-    if len(found) == 1 and len(budgets) > 1:
-        said.append(f"{found[0][0]} at every budget")
-    elif found:
-        said.append(", ".join(f"{words} at {_budgets(b)}" for words, b in found))
-    if len(trained):
-        best = trained.idxmax().split(" · ", 1)[1]
-        best = "the whole pool" if best == "whole pool" else best
-        said.append(f"best {trained.max():.3f} ({trained.max() - reference:+.3f}, {best})")
-    return said
+    labels = ["above it" if m > tie else "below it" if m < -tie else "level with it"
+              for m in trained - reference]
+    if trained.empty:
+        return []
+    best = _the(trained.idxmax().split(" · ", 1)[1])
+    return [_grouped(budgets, labels, ("above it", "level with it", "below it")),
+            f"best {trained.max():.3f} ({trained.max() - reference:+.3f}, {best})"]
 
 
 def curve_sentences(table: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD-R X→eng",
@@ -275,16 +281,12 @@ def curve_delta_sentences(curve: pd.DataFrame, suites: tuple[str, ...] = ("XQuAD
         for depth, part in rows.sort_values("order").groupby("layers"):
             budgets = [f"{int(b):,} pairs" if b > 0 else "whole pool"
                        for b in part["budget"].astype(float)]
-            groups = {"above it": [], "not distinguishable from it": [], "below it": []}
-            for b, (_, r) in zip(budgets, part.iterrows(), strict=True):
-                key = ("above it" if r["ci_low"] > 0 else
-                       "below it" if r["ci_high"] < 0 else "not distinguishable from it")
-                groups[key].append(b)
-            found = [(words, b) for words, b in groups.items() if b]
-            where = (f"{found[0][0]} at every budget" if len(found) == 1 and len(budgets) > 1
-                     else ", ".join(f"{words} at {_budgets(b)}" for words, b in found))
+            labels = ["above it" if r["ci_low"] > 0 else "below it" if r["ci_high"] < 0
+                      else "not distinguishable from it" for _, r in part.iterrows()]
+            where = _grouped(budgets, labels,
+                             ("above it", "not distinguishable from it", "below it"))
             last = part.iloc[-1]
-            name = "the whole pool" if budgets[-1] == "whole pool" else budgets[-1]
+            name = _the(budgets[-1])
             parts.append(f"L{int(depth)} {where}; at {name} Δ {last['value']:+.3f} "
                          f"[{last['ci_low']:+.3f}, {last['ci_high']:+.3f}]")
         if parts:

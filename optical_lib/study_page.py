@@ -521,7 +521,8 @@ def regime_ranges(regimes: dict[str, dict[str, float]] | None = None,
                   n_queries: int | None = None) -> dict[str, tuple[float, float]]:
     """The smallest and largest SD the calibration's regimes plant for each component the
     mixed model estimates: between draws, language x k, and the residual SD of a run's
-    language mean (run x language and the query noise averaged over the grid's queries)."""
+    language mean (run x language, and the query noise averaged over the calibration
+    grid's :data:`~optical_lib.calibration.CAL_QUERIES` queries)."""
     from .calibration import CAL_QUERIES
 
     regimes = REGIMES if regimes is None else regimes
