@@ -970,10 +970,19 @@ def interim_sentence(result: SliceResult) -> str:
             f"{fmt_ci(r['delta'], r['delta_ci_low'], r['delta_ci_high'])} at k = "
             f"{int(r['k_langs'])}" for r in ends))
     draws = ", ".join(str(d) for d in result.draws)
+    paired = ""
+    if result.contrasts is not None:
+        marginal = result.contrasts[result.contrasts["name"] == "k_vs_ref"]
+        if len(marginal):
+            top = marginal.loc[marginal["k_langs"].astype(int).idxmax()]
+            paired = (f"; paired over draws, languages and queries, {top['subject']} − "
+                      f"{top['reference']} is "
+                      f"{fmt_ci(top['estimate'], top['ci_low'], top['ci_high'])}")
     return (f"Interim, not a verdict ({_depth_words(result.depths)}, draws {draws}): "
             f"Δ {result.metric} on {SUITE_LABELS.get(result.task, result.task)} under "
             f"{PROTOCOL_LABELS.get(result.protocol, result.protocol)} is "
-            + "; ".join(parts) + " (95% intervals; every cell and test on the results page).")
+            + "; ".join(parts) + paired
+            + " (95% intervals; every cell and test on the results page).")
 
 
 # --------------------------------------------------------------------------- arms

@@ -266,6 +266,9 @@ def test_verdict_is_printed_only_when_the_core_is_complete(tmp_path, complete, p
                            + page.fmt_ci(first["delta"], first["delta_ci_low"],
                                          first["delta_ci_high"]) + " at k = 1 and ")
     assert " at k = 8; L3 " in said and said.endswith("on the results page).")
+    top = result.contrasts.set_index(["name", "k_langs"]).loc[("k_vs_ref", 8)]
+    assert ("; paired over draws, languages and queries, k = 8 − k = 1 is "
+            + page.fmt_ci(top["estimate"], top["ci_low"], top["ci_high"])) in said
     assert page.interim_sentence(primary) == ""  # a finished grid gets its verdict instead
 
 
