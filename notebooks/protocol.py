@@ -437,20 +437,20 @@ plots.close(fig)
 second = report.reruns(results_dir)
 where = {"cpu": "the CPU", "cuda": "a GPU"}
 if second:
-    parts, moved = [], []
+    parts = []
     for run_id, label in second:
         check = report.rerun_table(results_dir, run_id, label)
         diff = check["rerun − published"].abs()
         worst = check["largest difference of one language"].max()
         suite, proto = diff.idxmax()
-        moved.append(diff.max())
         parts.append(
             f"**`{run_id}`** (published from {where[report.run_device(results_dir, run_id)]}) "
             f"and {report.RERUNS[label]}\n\n" + markdown_table(check.reset_index(), digits=4)
             + f"\n\nThe macro nDCG@10 moved by at most {diff.max():.4f} ({suite}, {proto} "
             f"protocol) and one language's by at most {worst:.4f}.")
     parts.append(
-        f"In these reruns a single run's macro nDCG@10 moved by up to {max(moved):.3f} from "
+        f"In these reruns a single run's macro nDCG@10 moved by up to "
+        f"{report.rerun_spread(results_dir):.3f} from "
         "rounding alone, so a difference between two single runs smaller than that cannot be "
         f"told from rounding; the study's contrasts rest on {STUDY_DRAWS} language draws per "
         "cell. It is also why a GPU takes whole arms, whole language draws or a whole depth, "

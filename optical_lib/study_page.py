@@ -267,11 +267,17 @@ def page_state(inv: pd.DataFrame) -> str:
     return "complete" if len(core) and bool(core["finished"].all()) else "interim"
 
 
+def _on_gpu(part: pd.DataFrame) -> pd.Series:
+    """Which of the runs ran on a GPU (their recorded device is ``cuda``/``cuda:N``; a run
+    that records none ran on the CPU)."""
+    return part["device"].fillna("cpu").astype(str).str.startswith("cuda")
+
+
 def _hours(part: pd.DataFrame) -> tuple[float, float, float]:
     """Wall-clock hours of the runs, CPU-hours of those that ran on a CPU (duration times
     threads) and GPU-hours of those that ran on a GPU (duration: one GPU each)."""
     seconds = part["seconds"].astype(float)
-    on_gpu = part["device"].fillna("cpu").astype(str).str.startswith("cuda")
+    on_gpu = _on_gpu(part)
     cpu = (seconds * part["threads"].astype(float))[~on_gpu].sum(min_count=1)
     gpu = seconds[on_gpu].sum(min_count=1)
     return seconds.sum(min_count=1) / 3600, cpu / 3600, gpu / 3600
@@ -320,8 +326,7 @@ def to_go(inv: pd.DataFrame) -> pd.DataFrame:
     pending = trained[~trained["finished"]]
     if pending.empty:
         return pd.DataFrame(columns=columns)
-    done = trained[trained["finished"]
-                   & ~trained["device"].fillna("cpu").astype(str).str.startswith("cuda")]
+    done = trained[trained["finished"] & ~_on_gpu(trained)]
     minutes = (done["seconds"].astype(float) * done["threads"].astype(float) / 60)
     measured = minutes.groupby([done["layers"], done["budget"]]).agg(["median", "size"])
     rows = []
