@@ -273,14 +273,34 @@ def _on_gpu(part: pd.DataFrame) -> pd.Series:
     return part["device"].fillna("cpu").astype(str).str.startswith("cuda")
 
 
+def gpu_busy_seconds(part: pd.DataFrame) -> float:
+    """Seconds in which at least one of the runs that ran on a GPU was running: each run
+    spans ``seconds`` up to its ``date`` (written as it finished), and runs that shared the
+    GPU, so overlap in time, count once. NaN when no GPU run has both. Assumes one GPU at a
+    time, as the study was lent: runs on two GPUs at once would count once too."""
+    gpu = part[_on_gpu(part)].dropna(subset=["seconds", "date"])
+    if gpu.empty:
+        return float("nan")
+    end = pd.to_datetime(gpu["date"], utc=True)
+    start = end - pd.to_timedelta(gpu["seconds"].astype(float), unit="s")
+    spans = sorted(zip(start, end, strict=True))
+    busy, (start, stop) = 0.0, spans[0]
+    for a, b in spans[1:]:
+        if a > stop:
+            busy += (stop - start).total_seconds()
+            start, stop = a, b
+        else:
+            stop = max(stop, b)
+    return busy + (stop - start).total_seconds()
+
+
 def _hours(part: pd.DataFrame) -> tuple[float, float, float]:
     """Wall-clock hours of the runs, CPU-hours of those that ran on a CPU (duration times
-    threads) and GPU-hours of those that ran on a GPU (duration: one GPU each)."""
+    threads) and GPU-hours of those that ran on a GPU (the hours in which at least one of
+    them ran, :func:`gpu_busy_seconds`: settings that shared the GPU count once)."""
     seconds = part["seconds"].astype(float)
-    on_gpu = _on_gpu(part)
-    cpu = (seconds * part["threads"].astype(float))[~on_gpu].sum(min_count=1)
-    gpu = seconds[on_gpu].sum(min_count=1)
-    return seconds.sum(min_count=1) / 3600, cpu / 3600, gpu / 3600
+    cpu = (seconds * part["threads"].astype(float))[~_on_gpu(part)].sum(min_count=1)
+    return seconds.sum(min_count=1) / 3600, cpu / 3600, gpu_busy_seconds(part) / 3600
 
 
 def status_table(inv: pd.DataFrame) -> pd.DataFrame:
@@ -316,26 +336,35 @@ def _values(series: pd.Series) -> str:
 
 
 def to_go(inv: pd.DataFrame) -> pd.DataFrame:
-    """The pending trained settings per (depth, budget) and what they would cost on a CPU:
-    ``layers``, ``budget``, ``pending``, ``timed`` (finished CPU runs of that depth and
-    budget, any group), ``cpu_minutes`` (their median duration times threads; NaN when none
-    finished) and ``cpu_hours`` (pending x that median). An extrapolation from measured
-    runs only: a depth and budget with no finished CPU run is not guessed."""
+    """The pending trained settings per (depth, budget) and what they would cost:
+    ``layers``, ``budget``, ``pending``; on a CPU ``timed`` (finished CPU runs of that depth
+    and budget, any group), ``cpu_minutes`` (their median duration times threads) and
+    ``cpu_hours`` (pending x that median); on a GPU ``gpu_timed`` (finished GPU runs of that
+    depth and budget), ``gpu_minutes`` (the GPU's busy time over them, :func:`gpu_busy_seconds`,
+    per setting: the pace of settings that shared it) and ``gpu_hours`` (pending x that). An
+    extrapolation from measured runs only: NaN where no run of that depth and budget finished
+    on that kind of device."""
     trained = inv[inv["trains"]]
-    columns = ["layers", "budget", "pending", "timed", "cpu_minutes", "cpu_hours"]
+    columns = ["layers", "budget", "pending", "timed", "cpu_minutes", "cpu_hours",
+               "gpu_timed", "gpu_minutes", "gpu_hours"]
     pending = trained[~trained["finished"]]
     if pending.empty:
         return pd.DataFrame(columns=columns)
-    done = trained[trained["finished"] & ~_on_gpu(trained)]
-    minutes = (done["seconds"].astype(float) * done["threads"].astype(float) / 60)
-    measured = minutes.groupby([done["layers"], done["budget"]]).agg(["median", "size"])
+    done = trained[trained["finished"]]
+    on_cpu = done[~_on_gpu(done)]
+    minutes = (on_cpu["seconds"].astype(float) * on_cpu["threads"].astype(float) / 60)
+    measured = minutes.groupby([on_cpu["layers"], on_cpu["budget"]]).agg(["median", "size"])
+    on_gpu = done[_on_gpu(done)]
     rows = []
     for (layers, budget), part in pending.groupby(["layers", "budget"]):
         median, timed = (measured.loc[(layers, budget)] if (layers, budget) in measured.index
                          else (np.nan, 0))
+        gpu = on_gpu[(on_gpu["layers"] == layers) & (on_gpu["budget"] == budget)]
+        gpu_minutes = gpu_busy_seconds(gpu) / 60 / len(gpu) if len(gpu) else np.nan
         rows.append({"layers": int(layers), "budget": int(budget), "pending": len(part),
                      "timed": int(timed), "cpu_minutes": median,
-                     "cpu_hours": len(part) * median / 60})
+                     "cpu_hours": len(part) * median / 60, "gpu_timed": len(gpu),
+                     "gpu_minutes": gpu_minutes, "gpu_hours": len(part) * gpu_minutes / 60})
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -345,7 +374,8 @@ def to_go_sentence(inv: pd.DataFrame) -> str:
     if table.empty:
         return "No trained setting is pending."
     timed = table[table["timed"] > 0]
-    untimed = table[table["timed"] == 0]
+    on_gpu = table[(table["timed"] == 0) & (table["gpu_timed"] > 0)]
+    untimed = table[(table["timed"] == 0) & (table["gpu_timed"] == 0)]
     parts = []
     if len(timed):
         each = "; ".join(f"L{r.layers} at {r.budget:,} pairs: {r.pending} × {r.cpu_minutes:.0f} "
@@ -354,13 +384,20 @@ def to_go_sentence(inv: pd.DataFrame) -> str:
                      f"budget, {int(timed['pending'].sum())} of the "
                      f"{int(table['pending'].sum())} pending trained settings need about "
                      f"{_hours_text(timed['cpu_hours'].sum())} CPU-hours ({each}).")
+    if len(on_gpu):
+        each = "; ".join(f"L{r.layers} at {r.budget:,} pairs: {r.pending} × {r.gpu_minutes:.1f} "
+                         f"min, from {r.gpu_timed} finished" for r in on_gpu.itertuples())
+        parts.append(f"On a GPU, at its busy time per finished setting of the same depth and "
+                     f"budget (settings shared it), {int(on_gpu['pending'].sum())} pending "
+                     f"trained settings need about {_hours_text(on_gpu['gpu_hours'].sum())} "
+                     f"GPU-hours ({each}).")
     if len(untimed):
         which = ", ".join(f"L{r.layers} at {r.budget:,} pairs ({r.pending})"
                           for r in untimed.itertuples())
         n = int(untimed["pending"].sum())
-        parts.append(f"The other {n} have no finished CPU setting of their depth and budget "
-                     f"to time them by yet: {which}." if len(timed) else
-                     f"None of the {n} pending trained settings has a finished CPU setting of "
+        parts.append(f"The other {n} have no finished setting of their depth and budget "
+                     f"to time them by yet: {which}." if parts else
+                     f"None of the {n} pending trained settings has a finished setting of "
                      f"its depth and budget to time it by yet: {which}.")
     return " ".join(parts)
 

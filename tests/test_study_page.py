@@ -289,7 +289,7 @@ def test_the_work_to_go_is_timed_only_by_finished_cpu_runs_of_the_same_depth_and
     said = page.to_go_sentence(inv)
     assert said == ("At the median CPU time of the finished settings of the same depth and "
                     "budget, 1 of the 9 pending trained settings need about 1.00 CPU-hours "
-                    "(L2 at 1,984 pairs: 1 × 60 min). The other 8 have no finished CPU "
+                    "(L2 at 1,984 pairs: 1 × 60 min). The other 8 have no finished "
                     "setting of their depth and budget to time them by yet: L3 at 1,984 "
                     "pairs (8).")
     assert page.status_facts(inv, "small")["study_to_go"] == said
@@ -301,8 +301,19 @@ def test_the_work_to_go_is_timed_only_by_finished_cpu_runs_of_the_same_depth_and
         layout.setting_file(run_id).write_text(json.dumps(record))
     inv = page.inventory(layout.root, runs_dir=layout.notebooks, settings=settings)
     assert page.to_go(inv)["timed"].tolist() == [0, 0]
-    assert page.to_go_sentence(inv).startswith("None of the 9 pending trained settings has a "
-                                               "finished CPU setting")
+    # ... but the GPU's: 7 finished settings that ran at once held it for one duration
+    assert page.to_go(inv)["gpu_timed"].tolist() == [7, 0]
+    assert page.to_go_sentence(inv) == (
+        "On a GPU, at its busy time per finished setting of the same depth and budget "
+        "(settings shared it), 1 pending trained settings need about 0.07 GPU-hours (L2 at "
+        "1,984 pairs: 1 × 4.3 min, from 7 finished). The other 8 have no finished setting of "
+        "their depth and budget to time them by yet: L3 at 1,984 pairs (8).")
+    l3 = page.inventory(layout.root, runs_dir=layout.notebooks,
+                        settings=[p for p in settings if p.get("layers") == 3
+                                  and p.get("k_langs")])
+    assert page.to_go_sentence(l3) == ("None of the 8 pending trained settings has a finished "
+                                       "setting of its depth and budget to time it by yet: L3 "
+                                       "at 1,984 pairs (8).")
     done = page.inventory(layout.root, runs_dir=layout.notebooks,
                           settings=[p for p in settings if p.get("layers") != 3
                                     and grid.config_of(p).run_id != gone])
@@ -642,3 +653,17 @@ def test_runs_index_reads_every_v2_run_notebook(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(), layout.notebooks / "v2-L2-none-tme5-0000.ipynb")
     with pytest.raises(FileNotFoundError, match="v2-L2-none-tme5-0000"):
         index.runs_index(layout.root, layout.notebooks, plans=plans)
+
+
+
+def test_gpu_hours_count_settings_that_shared_the_gpu_once():
+    """Eight settings at a time on one GPU held it for about one setting's duration, not
+    eight: GPU time is the union of the runs' spans; CPU runs and unrecorded runs stay out."""
+    runs = pd.DataFrame({
+        "device": ["cuda", "cuda", "cuda", "cpu", "cuda"],
+        "seconds": [600.0, 300.0, 100.0, 5000.0, np.nan],
+        "date": ["2026-12-01T00:10:00+00:00", "2026-12-01T00:08:00+00:00",  # overlap
+                 "2026-12-01T01:00:00+00:00",  # alone, an hour later
+                 "2026-12-01T00:30:00+00:00", "2026-12-01T00:20:00+00:00"]})
+    assert page.gpu_busy_seconds(runs) == pytest.approx(600 + 100)
+    assert np.isnan(page.gpu_busy_seconds(runs[runs["device"] == "cpu"]))
