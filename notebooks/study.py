@@ -75,7 +75,8 @@ Markdown({"empty": "**No trained setting of this profile has finished yet.** The
 # wall-clock hours, summed over the runs: {glue:text}`study_cpu_hours` CPU-hours on CPUs
 # (papermill's duration of each run notebook times its threads) and
 # {glue:text}`study_gpu_hours` GPU-hours on a GPU (the hours in which at least one setting
-# ran on it: settings that shared the GPU count once; {glue:text}`study_timed` finished runs have a recorded duration),
+# ran on it: settings that shared the GPU count once; {glue:text}`study_timed` finished runs
+# have a recorded duration),
 # with {glue:text}`study_threads` thread(s) per setting, as recorded in each `setting.json`,
 # which records the device and software ({glue:text}`study_machine`) but no host name; they
 # finished on the dates {glue:text}`study_dates`. {glue:text}`study_to_go`
