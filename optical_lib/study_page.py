@@ -368,6 +368,15 @@ def to_go(inv: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def _priced(rows: pd.DataFrame, minutes: str, fmt: str, timed_by: str | None = None) -> str:
+    """"L2 at 1,984 pairs: 65 × 16 min; ..." for :func:`to_go_sentence` (with ``timed_by``,
+    each also says from how many finished settings)."""
+    return "; ".join(f"L{r.layers} at {r.budget:,} pairs: {r.pending} × "
+                     f"{getattr(r, minutes):{fmt}} min"
+                     + (f", from {getattr(r, timed_by)} finished" if timed_by else "")
+                     for r in rows.itertuples())
+
+
 def to_go_sentence(inv: pd.DataFrame) -> str:
     """:func:`to_go` in words, for the status paragraph."""
     table = to_go(inv)
@@ -378,19 +387,16 @@ def to_go_sentence(inv: pd.DataFrame) -> str:
     untimed = table[(table["timed"] == 0) & (table["gpu_timed"] == 0)]
     parts = []
     if len(timed):
-        each = "; ".join(f"L{r.layers} at {r.budget:,} pairs: {r.pending} × {r.cpu_minutes:.0f} "
-                         f"min" for r in timed.itertuples())
         parts.append(f"At the median CPU time of the finished settings of the same depth and "
                      f"budget, {int(timed['pending'].sum())} of the "
                      f"{int(table['pending'].sum())} pending trained settings need about "
-                     f"{_hours_text(timed['cpu_hours'].sum())} CPU-hours ({each}).")
+                     f"{_hours_text(timed['cpu_hours'].sum())} CPU-hours "
+                     f"({_priced(timed, 'cpu_minutes', '.0f')}).")
     if len(on_gpu):
-        each = "; ".join(f"L{r.layers} at {r.budget:,} pairs: {r.pending} × {r.gpu_minutes:.1f} "
-                         f"min, from {r.gpu_timed} finished" for r in on_gpu.itertuples())
         parts.append(f"On a GPU, at its busy time per finished setting of the same depth and "
                      f"budget (settings shared it), {int(on_gpu['pending'].sum())} pending "
                      f"trained settings need about {_hours_text(on_gpu['gpu_hours'].sum())} "
-                     f"GPU-hours ({each}).")
+                     f"GPU-hours ({_priced(on_gpu, 'gpu_minutes', '.1f', 'gpu_timed')}).")
     if len(untimed):
         which = ", ".join(f"L{r.layers} at {r.budget:,} pairs ({r.pending})"
                           for r in untimed.itertuples())
