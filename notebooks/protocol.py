@@ -385,6 +385,9 @@ if len(curve):
                f"Trained on a lent GPU: {', '.join(on_gpu)}; every other row on "
                "the CPU. A depth's curve is compared within itself, so a depth is given to "
                "one device where it can be (see *The same setting computed twice* below).")
+    if pending := report.curve_pending(curve_missing):
+        devices += (f" Not run yet ({len(pending)} of "
+                    f"{len(pending) + curve['run_id'].nunique()} settings): {', '.join(pending)}.")
     rules = report.curve_devices(results_dir, curve, "teacher_states")
     if rules.get("before"):
         devices += (" Computed before the fixed-length teacher-state rule (see the "

@@ -108,6 +108,21 @@ def _budget_order(budget: pd.Series) -> pd.Series:
     return budget.where(budget > 0, float("inf"))
 
 
+def curve_system(layers: int, budget: int) -> str:
+    """A learning-curve row's name: ``L2 · 1,984 pairs``, ``L6 · whole pool`` (budget 0)."""
+    return f"L{int(layers)} · " + (f"{int(budget):,} pairs" if budget > 0 else "whole pool")
+
+
+def curve_pending(missing: list[str]) -> list[str]:
+    """The names (:func:`curve_system`) of the ``curve`` profile's settings in ``missing``
+    (:func:`load_profile`'s second value), in the profile's order."""
+    from .grid import plan
+
+    left = set(missing)
+    return [curve_system(s.config.layers, s.config.budget) for s in plan("curve")
+            if s.run_id in left]
+
+
 def curve_table(curve: pd.DataFrame, baselines: pd.DataFrame, protocol: str = "student",
                 teacher: str = "me5-small", metric: str = PRIMARY_METRIC) -> pd.DataFrame:
     """The learning curve under one protocol: macro ``metric`` per (depth, budget) of the
@@ -119,8 +134,7 @@ def curve_table(curve: pd.DataFrame, baselines: pd.DataFrame, protocol: str = "s
     if protocol != "student":
         df = df[df["teacher"] == teacher]
     df["order"] = _budget_order(df["budget"])
-    df["system"] = [f"L{int(n)} · " + (f"{int(b):,} pairs" if b > 0 else "whole pool")
-                    for n, b in zip(df["layers"], df["budget"], strict=True)]
+    df["system"] = [curve_system(n, b) for n, b in zip(df["layers"], df["budget"], strict=True)]
     students = df.pivot_table(index=["layers", "order", "system"], columns="suite",
                               values="value").reset_index()
     base = baselines_table(baselines, protocol, None if protocol == "student" else teacher,
@@ -330,8 +344,7 @@ def curve_devices(results_dir: str | Path, curve: pd.DataFrame,
         else:
             setting = json.loads(layout.setting_file(run.run_id).read_text())
             key = (setting.get("provenance") or {}).get("teacher_states", "before")
-        size = f"{int(run.budget):,} pairs" if run.budget > 0 else "whole pool"
-        out.setdefault(key, []).append(f"L{int(run.layers)} · {size}")
+        out.setdefault(key, []).append(curve_system(run.layers, run.budget))
     return out
 
 

@@ -800,3 +800,15 @@ def test_languages_per_task_counts_the_non_english_side():
     assert report.languages_per_task(rows) == {"flores-eng-x": 2, "flores-x-eng": 2,
                                                "xquad-r-eng-eng": 1}
     assert report.languages_per_task(pd.DataFrame()) == {}
+
+
+def test_pending_learning_curve_settings_are_named_like_the_curve_rows():
+    from optical_lib import report
+    from optical_lib.grid import plan
+
+    settings = plan("curve")
+    missing = [s.run_id for s in settings if s.config.budget == 0][::-1]  # any order in
+    assert report.curve_pending(missing) == ["L2 · whole pool", "L3 · whole pool",
+                                             "L6 · whole pool", "L12 · whole pool"]
+    assert report.curve_pending([]) == []
+    assert report.curve_system(3, 7936) == "L3 · 7,936 pairs"
