@@ -294,6 +294,20 @@ def gpu_busy_seconds(part: pd.DataFrame) -> float:
     return busy + (stop - start).total_seconds()
 
 
+def device_note(runs: pd.DataFrame) -> str:
+    """A note when the depths of ``runs`` were computed on different kinds of device (the
+    grid gives a GPU whole depths): a contrast between depths then carries the device's
+    rounding too. Empty when every depth ran on one kind, the same for all."""
+    where = pd.Series(np.where(_on_gpu(runs), "a GPU", "the CPU"), index=runs.index)
+    per_depth = where.groupby(runs["layers"]).agg(lambda s: " and ".join(sorted(set(s))))
+    if per_depth.nunique() <= 1:
+        return ""
+    each = "; ".join(f"L{int(L)} on {d}" for L, d in per_depth.items())
+    return (f"The depths ran on different devices ({each}): a difference between depths also "
+            "carries the device's rounding, whose size the protocol page measures (*The same "
+            "setting computed twice*); a contrast of k within a depth does not.")
+
+
 def _hours(part: pd.DataFrame) -> tuple[float, float, float]:
     """Wall-clock hours of the runs, CPU-hours of those that ran on a CPU (duration times
     threads) and GPU-hours of those that ran on a GPU (the hours in which at least one of
@@ -766,6 +780,8 @@ def analyse_slice(results_dir: str | Path, inv: pd.DataFrame, task: str, protoco
         notes.append(f"Interim inference on {_depth_words(depths)} only: the depths whose "
                      f"cells are complete for at least {MIN_DRAWS} common draws (the most "
                      "runs); the other depths wait.")
+    if inference and (said := device_note(used)):
+        notes.append(said)
     try:
         deltas = load_deltas(results_dir, used["run_id"].tolist(), metric, tasks=[task],
                              protocols=[protocol])

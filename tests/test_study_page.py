@@ -667,3 +667,13 @@ def test_gpu_hours_count_settings_that_shared_the_gpu_once():
                  "2026-12-01T00:30:00+00:00", "2026-12-01T00:20:00+00:00"]})
     assert page.gpu_busy_seconds(runs) == pytest.approx(600 + 100)
     assert np.isnan(page.gpu_busy_seconds(runs[runs["device"] == "cpu"]))
+
+
+def test_a_note_says_when_depths_ran_on_different_devices():
+    runs = pd.DataFrame({"layers": [2, 2, 12, 12], "device": [None, "cpu", "cuda", "cuda:0"]})
+    said = page.device_note(runs)
+    assert said.startswith("The depths ran on different devices (L2 on the CPU; L12 on a GPU)")
+    assert page.device_note(runs[runs["layers"] == 2]) == ""
+    assert page.device_note(runs.assign(device="cuda")) == ""
+    mixed = pd.DataFrame({"layers": [2, 2, 3], "device": ["cpu", "cuda", "cpu"]})
+    assert "L2 on a GPU and the CPU; L3 on the CPU" in page.device_note(mixed)
