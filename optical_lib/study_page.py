@@ -281,17 +281,17 @@ def gpu_busy_seconds(part: pd.DataFrame) -> float:
     gpu = part[_on_gpu(part)].dropna(subset=["seconds", "date"])
     if gpu.empty:
         return float("nan")
-    end = pd.to_datetime(gpu["date"], utc=True)
-    start = end - pd.to_timedelta(gpu["seconds"].astype(float), unit="s")
-    spans = sorted(zip(start, end, strict=True))
-    busy, (start, stop) = 0.0, spans[0]
+    ends = pd.to_datetime(gpu["date"], utc=True)
+    starts = ends - pd.to_timedelta(gpu["seconds"].astype(float), unit="s")
+    spans = sorted(zip(starts, ends, strict=True))
+    busy, (lo, hi) = 0.0, spans[0]
     for a, b in spans[1:]:
-        if a > stop:
-            busy += (stop - start).total_seconds()
-            start, stop = a, b
+        if a > hi:  # a gap: close the current stretch of busy time
+            busy += (hi - lo).total_seconds()
+            lo, hi = a, b
         else:
-            stop = max(stop, b)
-    return busy + (stop - start).total_seconds()
+            hi = max(hi, b)
+    return busy + (hi - lo).total_seconds()
 
 
 def device_note(runs: pd.DataFrame) -> str:
@@ -354,8 +354,9 @@ def to_go(inv: pd.DataFrame) -> pd.DataFrame:
     ``layers``, ``budget``, ``pending``; on a CPU ``timed`` (finished CPU runs of that depth
     and budget, any group), ``cpu_minutes`` (their median duration times threads) and
     ``cpu_hours`` (pending x that median); on a GPU ``gpu_timed`` (finished GPU runs of that
-    depth and budget), ``gpu_minutes`` (the GPU's busy time over them, :func:`gpu_busy_seconds`,
-    per setting: the pace of settings that shared it) and ``gpu_hours`` (pending x that). An
+    depth and budget with a recorded span: duration and date), ``gpu_minutes`` (the GPU's
+    busy time over them, :func:`gpu_busy_seconds`, per setting: the pace of settings that
+    shared it) and ``gpu_hours`` (pending x that). An
     extrapolation from measured runs only: NaN where no run of that depth and budget finished
     on that kind of device."""
     trained = inv[inv["trains"]]
@@ -368,7 +369,7 @@ def to_go(inv: pd.DataFrame) -> pd.DataFrame:
     on_cpu = done[~_on_gpu(done)]
     minutes = (on_cpu["seconds"].astype(float) * on_cpu["threads"].astype(float) / 60)
     measured = minutes.groupby([on_cpu["layers"], on_cpu["budget"]]).agg(["median", "size"])
-    on_gpu = done[_on_gpu(done)]
+    on_gpu = done[_on_gpu(done)].dropna(subset=["seconds", "date"])  # what a span times
     rows = []
     for (layers, budget), part in pending.groupby(["layers", "budget"]):
         median, timed = (measured.loc[(layers, budget)] if (layers, budget) in measured.index

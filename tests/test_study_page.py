@@ -655,7 +655,6 @@ def test_runs_index_reads_every_v2_run_notebook(tmp_path):
         index.runs_index(layout.root, layout.notebooks, plans=plans)
 
 
-
 def test_gpu_hours_count_settings_that_shared_the_gpu_once():
     """Eight settings at a time on one GPU held it for about one setting's duration, not
     eight: GPU time is the union of the runs' spans; CPU runs and unrecorded runs stay out."""
