@@ -930,29 +930,73 @@ def _context(row) -> str:
     return f"{where[:1].upper()}{where[1:]}, " if where else ""
 
 
+def _outcome(row, alpha: float = ALPHA) -> str:
+    """How a tested contrast reads: ``"significant"`` (Holm p <= alpha and the CI excludes
+    0), ``"none"`` (not significant and the CI inside ±MDE: no effect detected) or
+    ``"inconclusive"`` (anything else)."""
+    excludes_zero = row["ci_low"] > 0 or row["ci_high"] < 0
+    if row["p_holm"] <= alpha and excludes_zero:
+        return "significant"
+    if -row["mde"] <= row["ci_low"] and row["ci_high"] <= row["mde"]:
+        return "none"
+    return "inconclusive"
+
+
+def _clause(rows: list, outcome: str, power: float = POWER) -> str:
+    """The contrasts ``rows`` (one reference, one outcome) as one clause; several with no
+    effect detected share it, each significant or inconclusive one keeps its numbers."""
+    ref = rows[0]["reference"]
+    if outcome == "none":
+        subjects = _join([r["subject"] for r in rows], "or")
+        mdes = sorted(r["mde"] for r in rows)
+        bound = f"±{fmt(mdes[-1], False)}"
+        detail = (f"{power:.0%} power" if len(rows) == 1 else
+                  f"{power:.0%} power; ±{fmt(mdes[0], False)} to {bound} by contrast")
+        return (f"no effect of {subjects} over {ref} detected (effects larger than {bound} "
+                f"would have been detected{' in each' if len(rows) > 1 else ''}, {detail})")
+    parts = []
+    for r in rows:
+        est = r["estimate"]
+        if outcome == "significant":
+            verb = "beats" if est > 0 else "falls behind"
+            parts.append(f"{r['subject']} {verb} {ref} by {fmt(est)} {_ci(r)} "
+                         f"(Holm p {_p(r['p_holm'])})")
+        else:
+            largest = r["ci_high"] if abs(r["ci_high"]) >= abs(r["ci_low"]) else r["ci_low"]
+            parts.append(f"inconclusive: {r['subject']} vs {ref} is {fmt(est)} {_ci(r)} "
+                         f"(Holm p {_p(r['p_holm'])}), which still allows effects as large "
+                         f"as {fmt(largest)} (detectable with {power:.0%} power: "
+                         f"±{fmt(r['mde'], False)})")
+    return "; ".join(parts)
+
+
+def _join(items: list[str], word: str) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+
 def contrast_sentence(row, alpha: float = ALPHA, power: float = POWER) -> str:
     """One tested contrast as a sentence, chosen from the numbers:
 
     * significant after Holm and the CI excludes 0: "k = 4 beats k = 1 by +.022
       [.006, .037] (Holm p = .010)";
-    * not significant and the CI inside ±MDE: "no effect of k = 4 over k = 1 detected;
-      effects larger than ±.031 would have been detected (80% power)";
-    * otherwise: "inconclusive: ... the CI [a, b] still allows effects as large as ...".
+    * not significant and the CI inside ±MDE: "no effect of k = 4 over k = 1 detected
+      (effects larger than ±.031 would have been detected, 80% power)";
+    * otherwise: "inconclusive: k = 4 vs k = 1 is ... [a, b] (Holm p = ...), which still
+      allows effects as large as ...".
     """
-    subject, ref, est = row["subject"], row["reference"], row["estimate"]
-    excludes_zero = row["ci_low"] > 0 or row["ci_high"] < 0
-    if row["p_holm"] <= alpha and excludes_zero:
-        verb = "beats" if est > 0 else "falls behind"
-        body = f"{subject} {verb} {ref} by {fmt(est)} {_ci(row)} (Holm p {_p(row['p_holm'])})"
-    elif -row["mde"] <= row["ci_low"] and row["ci_high"] <= row["mde"]:
-        body = (f"no effect of {subject} over {ref} detected; effects larger than "
-                f"±{fmt(row['mde'], False)} would have been detected ({power:.0%} power)")
-    else:
-        largest = row["ci_high"] if abs(row["ci_high"]) >= abs(row["ci_low"]) else row["ci_low"]
-        body = (f"inconclusive: {subject} vs {ref} is {fmt(est)} (Holm p {_p(row['p_holm'])}), "
-                f"and the CI {_ci(row)} still allows effects as large as {fmt(largest)} "
-                f"(detectable with {power:.0%} power: ±{fmt(row['mde'], False)})")
-    return f"{_context(row)}{body}."
+    return group_sentence([row], alpha, power)
+
+
+def group_sentence(rows, alpha: float = ALPHA, power: float = POWER) -> str:
+    """Tested contrasts of one place (``where``) and one reference as one sentence: the
+    significant ones first, then those with no effect detected (one clause), then the
+    inconclusive ones, each read by :func:`contrast_sentence`'s rules."""
+    rows = list(rows)
+    by_outcome: dict[str, list] = {"significant": [], "none": [], "inconclusive": []}
+    for r in rows:
+        by_outcome[_outcome(r, alpha)].append(r)
+    clauses = [_clause(group, outcome, power) for outcome, group in by_outcome.items() if group]
+    return f"{_context(rows[0])}{'; '.join(clauses)}."
 
 
 def headline(table: pd.DataFrame, alpha: float = ALPHA) -> str:
@@ -979,14 +1023,21 @@ def headline(table: pd.DataFrame, alpha: float = ALPHA) -> str:
 
 def verdict(contrasts: pd.DataFrame, alpha: float = ALPHA, power: float = POWER) -> list[str]:
     """The analysis in sentences, computed from a :func:`contrast_table`: the
-    :func:`headline` first, then one :func:`contrast_sentence` per tested k contrast (the
-    marginal ones, then per depth)."""
+    :func:`headline` first, then one :func:`group_sentence` per place and reference of the
+    tested k contrasts (averaged over depths first, then each depth), so that ten values of k
+    at four depths read as five sentences, not forty; the table beside the verdict has every
+    contrast's numbers."""
     _require(contrasts, ["name", "family", "subject", "reference", "where", "estimate",
                          "ci_low", "ci_high", "p_holm", "mde", "metric"], "verdict")
     tested = contrasts[contrasts["name"].isin(["k_vs_ref", "k_vs_ref_at_depth"])]
-    tested = tested.sort_values("name", kind="stable")
+    tested = tested.assign(_order=tested["name"].eq("k_vs_ref_at_depth").astype(int))
+    keys = ["_order", "where", "reference"]
+    if "layers" in tested.columns:
+        keys.insert(1, "layers")
+    groups = tested.groupby(keys, sort=True, dropna=False)
     return [headline(contrasts, alpha),
-            *(contrast_sentence(row, alpha, power) for _, row in tested.iterrows())]
+            *(group_sentence([row for _, row in part.iterrows()], alpha, power)
+              for _, part in groups)]
 
 
 # --------------------------------------------------------------------------- zero-shot

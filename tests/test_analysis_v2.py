@@ -4,6 +4,7 @@ committed ablation runs."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -343,12 +344,30 @@ def test_verdict_sentences_of_each_kind():
     ])
     sentences = av2.verdict(table)
     assert sentences[0].startswith("No headline")
-    assert sentences[1] == "k = 4 beats k = 1 by +.022 [.006, .037] (Holm p = .010)."
-    assert sentences[2] == ("no effect of k = 2 over k = 1 detected; effects larger than "
-                            "±.030 would have been detected (80% power).")
-    assert sentences[3] == "k = 16 falls behind k = 1 by -.022 [-.037, -.006] (Holm p < .001)."
-    assert sentences[4].startswith("At L3, inconclusive: k = 8 vs k = 1 is +.010")
-    assert "the CI [-.005, .030] still allows effects as large as +.030" in sentences[4]
+    # one sentence per place: significant contrasts first, then the undetected ones
+    assert sentences[1] == ("k = 4 beats k = 1 by +.022 [.006, .037] (Holm p = .010); "
+                            "k = 16 falls behind k = 1 by -.022 [-.037, -.006] (Holm p < .001); "
+                            "no effect of k = 2 over k = 1 detected (effects larger than ±.030 "
+                            "would have been detected, 80% power).")
+    assert sentences[2].startswith("At L3, inconclusive: k = 8 vs k = 1 is +.010 [-.005, .030]")
+    assert "which still allows effects as large as +.030" in sentences[2]
+    assert len(sentences) == 3
+    # the single-contrast reading is the same rule
+    assert av2.contrast_sentence(table.iloc[1]) == (
+        "no effect of k = 2 over k = 1 detected (effects larger than ±.030 would have been "
+        "detected, 80% power).")
+
+
+def test_undetected_contrasts_of_one_place_share_a_clause_with_their_mde_range():
+    table = pd.DataFrame([
+        row(subject=f"k = {k}", where="at L2", name="k_vs_ref_at_depth", family="per depth",
+            layers=2, estimate=0.001, ci_low=-0.01, ci_high=0.012, p_holm=0.9, mde=mde)
+        for k, mde in ((2, 0.018), (4, 0.016), (64, 0.021))
+    ])
+    (sentence,) = av2.verdict(table)[1:]
+    assert sentence == ("At L2, no effect of k = 2, k = 4 or k = 64 over k = 1 detected "
+                        "(effects larger than ±.021 would have been detected in each, 80% "
+                        "power; ±.016 to ±.021 by contrast).")
 
 
 def headline_table(difference, ci, p_holm):
@@ -374,9 +393,15 @@ def test_headline_says_which_is_larger_or_that_it_cannot_tell():
 
 
 def test_verdict_of_a_bootstrap_is_computed(boot):
-    sentences = av2.verdict(av2.contrast_table(boot))
-    assert len(sentences) == 1 + (len(KS) - 1) * (1 + len(DEPTHS))
-    assert any(s.startswith("Averaged over depths, k = 4 beats k = 1 by +.0") for s in sentences)
+    table = av2.contrast_table(boot)
+    sentences = av2.verdict(table)
+    assert len(sentences) == 1 + 1 + len(DEPTHS)  # headline, averaged, one per depth
+    assert sentences[1].startswith("Averaged over depths, ")
+    assert "k = 4 beats k = 1 by +.0" in sentences[1]
+    assert [s.split(",")[0] for s in sentences[2:]] == [f"At L{d}" for d in sorted(DEPTHS)]
+    for sentence in sentences[1:]:  # every tested k is read once in each place
+        named = sorted(int(k) for k in re.findall(r"k = (\d+)", sentence) if k != "1")
+        assert named == list(KS[1:])
     with pytest.raises(ValueError, match="missing column.*mde"):
         av2.verdict(av2.contrast_table(boot).drop(columns="mde"))
 

@@ -562,8 +562,10 @@ def full_subset(params: dict) -> bool:
     return config.draw < 2 and config.teacher == "me5-small" and config.relatives
 
 
-def test_the_page_executes_on_a_partly_finished_full_profile(tmp_path):
-    layout = build(tmp_path, grid.profile_settings("full"), keep=full_subset)
+def execute_full(tmp_path, keep=lambda p: True):
+    """The results page executed on the real ``full`` profile with the settings ``keep``
+    picks finished: (notebook, glued outputs, their text, inventory)."""
+    layout = build(tmp_path, grid.profile_settings("full"), keep=keep)
     for table in (cal.RESULTS, cal.MIXED_RESULTS):  # the committed calibration of the tests
         (layout.root / table).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(PROJECT_ROOT / "results" / table, layout.root / table)
@@ -577,15 +579,21 @@ def test_the_page_executes_on_a_partly_finished_full_profile(tmp_path):
                 glued[name] = output["data"]
     text = {k: v.get("application/papermill.record/text/plain", "").strip("'\"")
             for k, v in glued.items()}
-    inv = page.inventory(layout.root, runs_dir=layout.notebooks)
+    return nb, glued, text, page.inventory(layout.root, runs_dir=layout.notebooks)
+
+
+FIGURES = ("fig-study-delta-k", "fig-study-depth", "fig-study-languages", "fig-study-share")
+
+
+def test_the_page_executes_on_a_partly_finished_full_profile(tmp_path):
+    nb, glued, text, inv = execute_full(tmp_path, keep=full_subset)
     assert text["study_status"].startswith(f"{inv['finished'].sum()} of {len(inv)} settings "
                                            "of the full profile")
     assert text["verdict_primary"].startswith("The verdict waits for the full grid: 48 of 240")
     assert text["study_state"] == "interim"
     assert text["headline_primary"] == text["verdict_primary"]  # no verdict while interim
     assert text["interim_primary"].startswith("Interim, not a verdict")
-    for figure in ("fig-study-delta-k", "fig-study-depth", "fig-study-languages",
-                   "fig-study-share"):
+    for figure in FIGURES:
         assert "application/papermill.record/image/png" in glued[figure]
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert injected and "remove-cell" in injected[0].metadata["tags"]
@@ -593,6 +601,29 @@ def test_the_page_executes_on_a_partly_finished_full_profile(tmp_path):
                       for o in c.get("outputs", []))
     assert "Interim estimates" in shown and "512 pairs" in shown
     assert json.loads(json.dumps(nb.metadata["papermill"]["parameters"]))["n_boot"] == 50
+
+
+@pytest.mark.slow
+def test_the_page_executes_on_a_finished_full_profile(tmp_path):
+    """The branch the published study ends on: every setting finished, so the verdict is
+    printed (headline, averaged over depths, one sentence per depth), nothing is to go and
+    the intro's interim sentence is empty."""
+    nb, glued, text, inv = execute_full(tmp_path)
+    assert inv["finished"].all() and text["study_state"] == "complete"
+    assert text["study_status"].startswith(f"{len(inv)} of {len(inv)} settings")
+    assert text["study_to_go"] == "No trained setting is pending."
+    verdict, headline = text["verdict_primary"], text["headline_primary"]
+    assert verdict.startswith(headline) and "waits" not in verdict
+    assert headline.startswith(("The choice of k", "One depth step", "Cannot tell"))
+    rest = verdict[len(headline):]
+    depths = sorted({p["layers"] for p in grid.profile_settings("full") if "k_langs" in p})
+    assert rest.count("Averaged over depths, ") == 1
+    assert [rest.count(f"At L{d}, ") for d in depths] == [1] * len(depths)
+    assert text["interim_primary"].strip() == ""
+    for figure in FIGURES:
+        assert "application/papermill.record/image/png" in glued[figure]
+    for arm in ("512-pairs", "no-relatives", "minilm-teacher"):
+        assert text[f"arm-{arm}-difference"].count("[") == 1
 
 
 # --------------------------------------------------------------------------- runs index
