@@ -62,6 +62,7 @@ from .distill import TRAINED_METHODS
 from .evaluate import holm
 from .layout import ResultsLayout
 from .protocol import PRIMARY_METRIC
+from .report import join_words
 
 # --------------------------------------------------------------------------- schema
 
@@ -947,7 +948,7 @@ def _clause(rows: list, outcome: str, power: float = POWER) -> str:
     effect detected share it, each significant or inconclusive one keeps its numbers."""
     ref = rows[0]["reference"]
     if outcome == "none":
-        subjects = _join([r["subject"] for r in rows], "or")
+        subjects = join_words([r["subject"] for r in rows], "or")
         mdes = sorted(r["mde"] for r in rows)
         bound = f"±{fmt(mdes[-1], False)}"
         detail = (f"{power:.0%} power" if len(rows) == 1 else
@@ -968,10 +969,6 @@ def _clause(rows: list, outcome: str, power: float = POWER) -> str:
                          f"as {fmt(largest)} (detectable with {power:.0%} power: "
                          f"±{fmt(r['mde'], False)})")
     return "; ".join(parts)
-
-
-def _join(items: list[str], word: str) -> str:
-    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
 
 
 def contrast_sentence(row, alpha: float = ALPHA, power: float = POWER) -> str:

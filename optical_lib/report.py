@@ -201,15 +201,16 @@ def curve_points(curve: pd.DataFrame, baselines: pd.DataFrame, pool_pairs: int,
                            ignore_index=True)
 
 
-def _and(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+def join_words(items: list[str], word: str = "and") -> str:
+    """["a", "b", "c"] -> "a, b and c" (``word`` between the last two)."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
 
 
 def _budgets(names: list[str]) -> str:
     """Curve budgets in words: ["1,984 pairs", "7,936 pairs", "whole pool"] ->
     "1,984 and 7,936 pairs and the whole pool"."""
     pairs = [n.removesuffix(" pairs") for n in names if n.endswith(" pairs")]
-    text = f"{_and(pairs)} pairs" if pairs else ""
+    text = f"{join_words(pairs)} pairs" if pairs else ""
     if "whole pool" in names:
         text += (" and " if text else "") + "the whole pool"
     return text
