@@ -148,7 +148,7 @@ else:
 # %%
 rows, per_query = evaluate_student(config, student, teacher)
 layout = ResultsLayout(root=Path(results_dir).parent)
-prov = provenance(data_digests, config.device)
+prov = provenance(data_digests, config.device, config.training.amp)
 out = write_setting(config, rows, per_query, history, sample, layout, prov)
 discard_checkpoint(config)
 results = read_results(layout.results_file(config.run_id))

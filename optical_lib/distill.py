@@ -45,6 +45,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from . import bf16
 from .layout import atomic_write
 from .models import Encoder, load_encoder, mean_pool
 from .ot import ot_alignment_loss
@@ -298,8 +299,16 @@ class Distiller:
         c = self.config
         if not c.amp:
             return contextlib.nullcontext()
-        dtype = torch.bfloat16 if c.amp == "bf16" else torch.float16
-        return torch.autocast(torch.device(c.device).type, dtype=dtype)
+        if c.amp == "bf16":
+            return bf16.bf16_region(c.device)  # emulated on CPUs without bf16 instructions
+        return torch.autocast(torch.device(c.device).type, dtype=torch.float16)
+
+    def backward_region(self):
+        """The context of the backward pass: its products are bf16 too under ``amp="bf16"``
+        (:func:`~optical_lib.bf16.emulation` on CPUs without bf16 instructions)."""
+        if self.config.amp == "bf16":
+            return bf16.emulation(self.config.device)
+        return contextlib.nullcontext()
 
     def token_mask(self, batch: dict[str, torch.Tensor], side: str) -> torch.Tensor:
         if self.config.align_tokens == "content":
@@ -434,7 +443,8 @@ def _train_step(dist: Distiller, state: _TrainState, src: list[str], tgt: list[s
     t0 = time.perf_counter()
     parts = dist.loss(src, tgt)
     state.optimizer.zero_grad(set_to_none=True)
-    parts["loss"].backward()
+    with dist.backward_region():
+        parts["loss"].backward()
     if c.grad_clip:
         torch.nn.utils.clip_grad_norm_(dist.trainable(), c.grad_clip)
     lr = state.scheduler.get_last_lr()[0]

@@ -36,7 +36,7 @@ from types import MappingProxyType
 
 import torch
 
-from . import data, fetch, multiway, protocol
+from . import bf16, data, fetch, multiway, protocol
 from .distill import (
     METHOD_LABELS,
     METHODS,
@@ -552,10 +552,12 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def provenance(data_digests: Mapping[str, str], device: str = "cpu") -> dict:
+def provenance(data_digests: Mapping[str, str], device: str = "cpu",
+               amp: str | None = None) -> dict:
     """What a reader needs to trust a run: threads, code version, data, date (UTC), how the
-    teacher's vectors were computed (``teacher_states``, :data:`TEACHER_STATES_RULE`) and
-    on a GPU its name (``accelerator``)."""
+    teacher's vectors were computed (``teacher_states``, :data:`TEACHER_STATES_RULE`), on a
+    GPU its name (``accelerator``) and, for a bf16 setting, how its bf16 products ran
+    (``bf16_kernels``: ``native`` or ``emulated``, :func:`optical_lib.bf16.kernels`)."""
     import datetime
     import platform
 
@@ -567,6 +569,8 @@ def provenance(data_digests: Mapping[str, str], device: str = "cpu") -> dict:
               "data_sha256": dict(data_digests), "teacher_states": TEACHER_STATES_RULE}
     if torch.device(device).type == "cuda":
         record["accelerator"] = torch.cuda.get_device_name(torch.device(device))
+    if amp == "bf16":
+        record["bf16_kernels"] = bf16.kernels(device)
     return record
 
 

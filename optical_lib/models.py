@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import bf16
 from .layout import atomic_write, file_lock
 from .paths import cache_dir, progress_bars
 
@@ -589,7 +590,7 @@ class Encoder:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.precision == "fp32":
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return bf16.bf16_region(self.device)  # emulated on CPUs without bf16 instructions
 
     def token_vectors(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Last-layer token vectors ``(B, n, d)`` for a tokenised batch (keeps the graph);

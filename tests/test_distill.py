@@ -167,6 +167,16 @@ def test_bf16_autocast_on_the_cpu_follows_the_fp32_run(tokenizer, bitext):
     np.testing.assert_allclose(bf16.values, fp32.values, rtol=0.05)  # ... on the same path
 
 
+def test_emulated_bf16_products_train_like_the_native_kernel(tokenizer, bitext, monkeypatch):
+    """On a CPU without bf16 instructions the study's bf16 runs use optical_lib.bf16's
+    emulation (forward and backward); it follows PyTorch's own bf16 kernel step by step."""
+    losses = {}
+    for how in ("native", "emulated"):
+        monkeypatch.setenv("OPTICAL_BF16_KERNELS", how)
+        losses[how] = run(tokenizer, bitext, epochs=1, amp="bf16")[2]["loss"].values
+    np.testing.assert_allclose(losses["emulated"], losses["native"], rtol=0.01)
+
+
 def test_bad_config_is_refused_before_compute():
     with pytest.raises(ValueError, match="needs a CUDA device"):
         DistillConfig(amp="fp16", device="cpu")
