@@ -8,10 +8,11 @@ than a float32 product of the same size, so a setting takes hours instead of min
 Both compute the same thing: the operands are bf16 numbers, each product of two of them is
 exact in float32 (8 + 8 significant bits), the sums are accumulated in float32, and the
 result is rounded to bf16 once. :class:`EmulatedBf16Gemm` does exactly that with float32
-BLAS: it upcasts the bf16 operands of ``mm``, ``addmm``, ``bmm`` and ``baddbmm`` (a lossless
-copy), multiplies in float32 and rounds the result to bf16. Only the order in which the
-float32 sums are accumulated differs, as it does between two CPUs' native kernels or a CPU
-and a GPU; ``results/reruns`` holds a committed setting rerun this way, with the difference.
+BLAS: it upcasts the bf16 operands of ``linear``, ``mm``, ``addmm``, ``bmm`` and
+``baddbmm`` (a lossless copy), multiplies in float32 and rounds the result to bf16. Only
+the order in which the float32 sums are accumulated differs, as it does between two CPUs'
+native kernels or between a CPU and a GPU; ``results/reruns`` holds a published setting
+computed again this way, with the difference.
 
 :func:`kernels` says which path a device takes: ``"native"`` or ``"emulated"``;
 ``OPTICAL_BF16_KERNELS=native|emulated`` overrides the choice (tests and benchmarks
@@ -33,8 +34,10 @@ KERNELS = ("native", "emulated")
 ENV = "OPTICAL_BF16_KERNELS"
 
 _aten = torch.ops.aten
+#: The products emulated: ``linear`` reaches the backend whole in inference mode (encoding);
+#: with autograd it arrives as ``mm``/``addmm``, as do the backward pass's products.
 _GEMMS = frozenset({_aten.mm.default, _aten.addmm.default, _aten.bmm.default,
-                    _aten.baddbmm.default})
+                    _aten.baddbmm.default, _aten.linear.default})
 
 
 def cpu_has_bf16() -> bool:
@@ -61,8 +64,8 @@ def kernels(device: str | torch.device = "cpu") -> str:
 
 
 class EmulatedBf16Gemm(TorchDispatchMode):
-    """Runs the bf16 matrix products (``mm``, ``addmm``, ``bmm``, ``baddbmm``) of its region
-    as float32 products of the same bf16 operands, rounded to bf16: the arithmetic of a
+    """Runs the bf16 matrix products (``linear``, ``mm``, ``addmm``, ``bmm``, ``baddbmm``) of
+    its region as float32 products of the same bf16 operands, rounded to bf16: the arithmetic of a
     native bf16 kernel (exact products, float32 sums, one rounding) at float32 speed.
     Every other operation, and products in any other dtype, run unchanged."""
 

@@ -355,6 +355,9 @@ RERUNS = {
     "cuda": "the same setting run again, unchanged, on a GPU",
     "batch-padded-states": "the same setting computed before the fixed-length teacher-state "
                            "rule (its teacher vectors at their first batch's padded length)",
+    "bf16-emulated": "the same setting run again, unchanged, on a CPU without bf16 "
+                     "instructions, its bf16 products computed as float32 products of the "
+                     "same bf16 operands (optical_lib.bf16)",
 }
 
 

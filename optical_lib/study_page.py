@@ -84,6 +84,10 @@ INVENTORY_COLUMNS: dict[str, tuple[str, str]] = {
     "threads": ("Int64", "torch threads recorded in setting.json"),
     "device": ("string", "the device recorded in setting.json"),
     "torch": ("string", "the torch version recorded in setting.json"),
+    "bf16_kernels": ("string", "how a bf16 run's products ran (setting.json): native "
+                     "(PyTorch's own bf16 kernel; every bf16 run before this was recorded) or "
+                     "emulated (float32 products of bf16 operands, optical_lib.bf16); <NA> "
+                     "for float32 runs and BM25"),
     "date": ("string", "when the run finished (setting.json, UTC)"),
 }
 
@@ -141,6 +145,9 @@ def _run_record(layout: ResultsLayout, run_id: str) -> dict[str, Any]:
     out["device"] = setting["config"].get("device")
     out["torch"] = provenance.get("torch")
     out["date"] = provenance.get("date")
+    if setting["config"].get("amp") == "bf16" and setting["config"].get("method") != "bm25":
+        # recorded since optical_lib.bf16 exists; every bf16 run before used PyTorch's kernel
+        out["bf16_kernels"] = provenance.get("bf16_kernels", "native")
     return out
 
 
@@ -423,6 +430,24 @@ def to_go_sentence(inv: pd.DataFrame) -> str:
     return " ".join(parts)
 
 
+#: How :func:`kernels_phrase` names the ``bf16_kernels`` of the inventory.
+KERNEL_WORDS = {"native": "PyTorch's bf16 kernels",
+                "emulated": "float32 products of bf16 operands (optical_lib.bf16)"}
+
+
+def kernels_phrase(done: pd.DataFrame) -> str:
+    """``"; bf16 products by PyTorch's bf16 kernels in 40 runs, float32 products of bf16
+    operands (optical_lib.bf16) in 9"`` for the finished runs ``done`` (empty when none
+    ran in bf16)."""
+    if "bf16_kernels" not in done:
+        return ""
+    counts = done["bf16_kernels"].dropna().value_counts()
+    if counts.empty:
+        return ""
+    parts = [f"{KERNEL_WORDS.get(k, k)} in {n} run{'s' * (n != 1)}" for k, n in counts.items()]
+    return "; bf16 products by " + ", ".join(parts)
+
+
 def status_facts(inv: pd.DataFrame, profile: str) -> dict[str, str]:
     """The page's status as strings to glue: counts, state, hours, threads, machine."""
     done = inv[inv["finished"]]
@@ -455,7 +480,7 @@ def status_facts(inv: pd.DataFrame, profile: str) -> dict[str, str]:
         "study_timed": f"{timed} of {len(done)}",
         "study_threads": _values(done["threads"]),
         "study_machine": (f"device {_values(done['device'])}, torch {_values(done['torch'])}"
-                          if len(done) else "no finished run"),
+                          + kernels_phrase(done) if len(done) else "no finished run"),
         "study_dates": (f"{dates.iloc[0][:10]} to {dates.iloc[-1][:10]}" if len(dates)
                         else "no finished run"),
         "study_to_go": to_go_sentence(inv),

@@ -15,6 +15,7 @@ def operands(*shapes, seed=0):
 
 def test_every_product_is_the_rounded_float32_product_of_its_bf16_operands():
     a, w, b = operands((64, 96), (80, 96), (80,))
+    a.requires_grad_(True)  # with autograd, linear arrives as addmm
     x, y, z = operands((3, 20, 32), (3, 32, 24), (3, 20, 24), seed=1)
     cases = {
         "mm": (lambda: a @ w.T, lambda: a.float() @ w.float().T),
@@ -27,8 +28,10 @@ def test_every_product_is_the_rounded_float32_product_of_its_bf16_operands():
     for name, (bf16_op, float_op) in cases.items():
         with EmulatedBf16Gemm():
             got = bf16_op()
+            with torch.no_grad():  # encoding: linear reaches the backend whole
+                assert torch.equal(bf16_op(), got), name
         assert got.dtype == torch.bfloat16, name
-        assert torch.equal(got, float_op().bfloat16()), name
+        assert torch.equal(got, float_op().detach().bfloat16()), name
 
 
 def test_emulated_products_agree_with_the_native_bf16_kernel_up_to_summation_order():
@@ -43,6 +46,31 @@ def test_emulated_products_agree_with_the_native_bf16_kernel_up_to_summation_ord
     # ... the others one unit in the last place apart (the sums' order differs)
 
 
+class Counting(EmulatedBf16Gemm):
+    """The emulation, noting each bf16 product it takes over."""
+
+    def __init__(self):
+        super().__init__()
+        self.taken = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in bf16._GEMMS and any(getattr(t, "dtype", None) == torch.bfloat16
+                                       for t in args):
+            self.taken.append(str(func))
+        return super().__torch_dispatch__(func, types, args, kwargs)
+
+
+def test_encoding_under_inference_mode_is_emulated_too():
+    layer = torch.nn.Linear(16, 4)
+    x = torch.randn(2, 8, 16)  # (batch, tokens, width), as an encoder's
+    with torch.inference_mode(), Counting() as mode, torch.autocast("cpu", dtype=torch.bfloat16):
+        out = layer(x)
+    assert mode.taken == ["aten.linear.default"] and out.dtype == torch.bfloat16
+    assert torch.equal(out, torch.nn.functional.linear(
+        x.bfloat16().float(), layer.weight.bfloat16().float(),
+        layer.bias.bfloat16().float()).bfloat16())
+
+
 def test_float32_work_and_other_ops_are_untouched():
     a = torch.randn(32, 48)
     w = torch.randn(16, 48)
@@ -54,23 +82,16 @@ def test_float32_work_and_other_ops_are_untouched():
 
 def test_the_backward_pass_of_a_bf16_forward_is_emulated_too(monkeypatch):
     monkeypatch.setenv(bf16.ENV, "emulated")
-    seen = []
-
-    class Counting(EmulatedBf16Gemm):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func in bf16._GEMMS and any(getattr(t, "dtype", None) == torch.bfloat16
-                                           for t in args):
-                seen.append(func)
-            return super().__torch_dispatch__(func, types, args, kwargs)
-
-    monkeypatch.setattr(bf16, "EmulatedBf16Gemm", Counting)
+    modes = []
+    monkeypatch.setattr(bf16, "EmulatedBf16Gemm", lambda: modes.append(Counting()) or modes[-1])
     layer = torch.nn.Linear(24, 8)
     with bf16_region("cpu"):
         loss = layer(torch.randn(5, 24)).float().pow(2).sum()
-    forward = len(seen)
     with emulation("cpu"):
         loss.backward()
-    assert forward == 1 and len(seen) > forward  # the weight's gradient is a bf16 product
+    forward, backward = (m.taken for m in modes)
+    assert forward == ["aten.addmm.default"]
+    assert "aten.mm.default" in backward  # the weight's gradient is a bf16 product
     assert layer.weight.grad.dtype == torch.float32
 
 

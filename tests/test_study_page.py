@@ -707,3 +707,23 @@ def test_a_note_says_when_depths_ran_on_different_devices():
     assert page.device_note(runs.assign(device="cuda")) == ""
     mixed = pd.DataFrame({"layers": [2, 2, 3], "device": ["cpu", "cuda", "cpu"]})
     assert "L2 on a GPU and the CPU; L3 on the CPU" in page.device_note(mixed)
+
+
+def test_the_bf16_kernels_of_each_run_are_read_and_counted(tmp_path):
+    layout = ResultsLayout(root=tmp_path)
+    records = {"a": {"amp": "bf16", "prov": {"bf16_kernels": "emulated"}},
+               "b": {"amp": "bf16", "prov": {}},  # before the field: PyTorch's kernel
+               "c": {"amp": None, "prov": {}}}
+    for run_id, r in records.items():
+        layout.setting_file(run_id).parent.mkdir(parents=True)
+        layout.setting_file(run_id).write_text(json.dumps(
+            {"config": {"amp": r["amp"], "method": "optical+mse"},
+             "provenance": {"threads": 1, **r["prov"]}}))
+    got = {run_id: page._run_record(layout, run_id).get("bf16_kernels") for run_id in records}
+    assert got == {"a": "emulated", "b": "native", "c": None}
+    done = pd.DataFrame({"bf16_kernels": pd.array(["native", "emulated", "native", None],
+                                                  dtype="string")})
+    assert page.kernels_phrase(done) == (
+        "; bf16 products by PyTorch's bf16 kernels in 2 runs, float32 products of bf16 "
+        "operands (optical_lib.bf16) in 1 run")
+    assert page.kernels_phrase(done.iloc[3:]) == ""
