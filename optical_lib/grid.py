@@ -70,7 +70,9 @@ process makes both 10-130x slower.
 anything runs). Like the threads, the device says how a setting is computed, not what: the
 run ids stay the same (:data:`~optical_lib.experiment.HASHED_AS`), and ``setting.json``,
 the status table and ``grid.json`` record where each setting ran. Results of one setting on
-two devices are not bit-identical (bf16 is rounded differently).
+two devices are not bit-identical (bf16 is rounded differently). The same holds for a CPU
+without bf16 instructions, where :mod:`optical_lib.bf16` computes the bf16 products with
+float32 BLAS (``bf16_kernels`` in ``setting.json``).
 """
 
 from __future__ import annotations
