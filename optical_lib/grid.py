@@ -373,10 +373,27 @@ def thread_env(threads: int) -> dict[str, str]:
             "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+#: Variables a setting's kernel must not inherit. Dask's nanny starts its workers with
+#: ``MALLOC_TRIM_THRESHOLD_=65536`` (``distributed.nanny.pre-spawn-environ``, so that workers
+#: hand freed memory back to the OS); a kernel started by such a worker inherited it, and
+#: glibc then unmaps and re-faults the large tensors of every training step. Measured on a
+#: 2-core AVX2 machine, one torch thread: benchmarks/bench_train.py (L2, float32) 7% (OPTICAL)
+#: and 18% (MSE) fewer pairs/s and 4x the system time with it; bf16-emulated training 3.5x the
+#: system time; ``make study PROFILE=quick`` on two Dask workers trained at 1.8 s per L2 step
+#: (0.8 s for the same depth under the local executor), 26 of its 86 CPU-minutes in the
+#: kernel. The grid runs its kernels with glibc's default (adaptive) threshold.
+KERNEL_ENV_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
+
+
 @contextlib.contextmanager
-def _environ(env: dict[str, str]) -> Iterator[None]:
+def _environ(env: dict[str, str | None]) -> Iterator[None]:
+    """``env`` in ``os.environ`` for the block (a value of None: the variable unset)."""
     old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    for k, v in env.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
     try:
         yield
     finally:
@@ -536,7 +553,8 @@ def run_setting(job: Job) -> dict:
             start = time.perf_counter()
             error = None
             try:
-                with _environ({**thread_env(job.threads), PROGRESS_ENV: "0"}):
+                with _environ({**thread_env(job.threads), PROGRESS_ENV: "0",
+                               **dict.fromkeys(KERNEL_ENV_UNSET)}):
                     papermill.execute_notebook(
                         str(source), str(target), kernel_name=job.kernel, progress_bar=False,
                         kernel_manager_class=kernel_manager_class(),
