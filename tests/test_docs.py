@@ -51,7 +51,7 @@ def of_kind(prefix: str) -> list[tuple[str, str]]:
 def test_the_pages_document_the_commands_we_check():
     assert len(of_kind("optical_lib.grid")) >= 3
     assert len(of_kind("papermill")) >= 3
-    assert any("rm -rf results/runs book/runs" in c for _, c in COMMANDS)
+    assert any("rm -rf results/runs/L* book/runs/L*" in c for _, c in COMMANDS)
 
 
 @pytest.mark.parametrize(("page", "command"), of_kind("optical_lib.grid"),
@@ -125,12 +125,15 @@ def test_documented_make_targets_exist_and_expand(page, command):
 
 
 def test_the_from_scratch_recipe_removes_only_what_the_grid_rebuilds():
-    """``rm -rf results/runs book/runs`` must not delete a page the book needs."""
+    """``rm -rf results/runs/L* book/runs/L*`` deletes exactly the archived v1 runs, which
+    ``make study`` (the medium profile) computes again, and no v2 run or other page."""
+    from optical_lib.grid import config_of, profile_settings
+
     tracked = subprocess.run(["git", "ls-files", "results/runs", "book/runs"], cwd=PROJECT_ROOT,
                              capture_output=True, text=True, check=True).stdout.split()
     if not tracked:
         pytest.skip("not a git checkout")
-    for path in tracked:
-        parts = Path(path).parts
-        assert (parts[0] == "book" and path.endswith(".ipynb")) or parts[:2] == (
-            "results", "runs"), f"{path} would be deleted by the recipe but is not regenerated"
+    removed = {Path(p).parts[2].removesuffix(".ipynb") for p in tracked
+               if Path(p).parts[2].startswith("L")}
+    assert removed == {config_of(p).run_id for p in profile_settings("medium")}
+    assert all(Path(p).parts[2].startswith(("L", "v2-")) for p in tracked)
