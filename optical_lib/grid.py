@@ -388,20 +388,19 @@ KERNEL_ENV_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
 @contextlib.contextmanager
 def _environ(env: dict[str, str | None]) -> Iterator[None]:
     """``env`` in ``os.environ`` for the block (a value of None: the variable unset)."""
-    old = {k: os.environ.get(k) for k in env}
-    for k, v in env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    try:
-        yield
-    finally:
-        for k, v in old.items():
+    def apply(values: dict[str, str | None]) -> None:
+        for k, v in values.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+    old = {k: os.environ.get(k) for k in env}
+    apply(env)
+    try:
+        yield
+    finally:
+        apply(old)
 
 
 def environment_problems(folders: Iterable[str] | None = None) -> list[str]:
