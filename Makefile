@@ -72,12 +72,13 @@ analysis: $(STAMP) ## execute the book's pages on the results: study (v2), proto
 book: $(STAMP) ## build the Jupyter Book (strict) into _build/html
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
 
-bench: $(STAMP) ## speed benchmarks: OT, search, encoding, training (prints ratios, writes benchmarks/out)
+bench: $(STAMP) ## speed benchmarks: OT, search, encoding, training, Dask overhead (prints ratios, writes benchmarks/out)
 	$(PY) benchmarks/bench_ot.py --json benchmarks/out/ot.json
 	$(PY) benchmarks/bench_retrieval.py --encode --json benchmarks/out/retrieval.json
 	$(PY) benchmarks/bench_train.py --json benchmarks/out/train.json
 	$(PY) benchmarks/bench_caching.py --json benchmarks/out/caching.json
 	$(PY) benchmarks/bench_precision.py --json benchmarks/out/precision.json
+	$(PY) benchmarks/bench_dask.py --json benchmarks/out/dask.json
 
 study: data model ## everything on a fresh machine: data, model, the grid of PROFILE (default: the published medium; quick: the v2 slice), analysis, book
 	@echo "make study: profile $(PROFILE) (finished settings are reused; PROFILE=quick for the small subset)"

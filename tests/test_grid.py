@@ -379,16 +379,25 @@ def test_workers_missing_data_or_model_fail_before_any_setting(tmp_path, monkeyp
 
 @pytest.fixture
 def local_cluster():
-    """A real 2-worker LocalCluster whose scheduler reruns a setting once after its worker
-    died (allowed-failures = 1)."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-    with cluster, Client(cluster) as client:
+    """The grid's own 2-worker LocalCluster, whose scheduler reruns a setting once after its
+    worker died (allowed-failures = 1)."""
+    with grid.dask_client(workers=2, retries=1) as client:
         yield client
+
+
+def _worker_config() -> tuple:
+    import dask
+
+    return (dask.config.get("distributed.worker.profile.enabled"),
+            dask.config.get("distributed.admin.tick.interval"))
+
+
+def test_the_grid_cluster_keeps_dask_bookkeeping_off_the_settings_cpu(local_cluster):
+    # the workers do not profile the papermill call they wait in, and tick once a second
+    assert set(local_cluster.run(_worker_config).values()) == {(False, "1s")}
+    assert local_cluster.run_on_scheduler(
+        lambda dask_scheduler: (dask_scheduler.allowed_failures,
+                                dask_scheduler._tick_interval)) == (1, 1.0)
 
 
 def _kill_when_started(root: Path, run_id: str, killed: list, timeout: float = 60):
