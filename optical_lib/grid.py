@@ -382,7 +382,8 @@ def thread_env(threads: int) -> dict[str, str]:
 #: system time; ``make study PROFILE=quick`` on two Dask workers trained at 1.8 s per L2 step
 #: (0.8 s for the same depth under the local executor), 26 of its 86 CPU-minutes in the
 #: kernel. The grid runs its kernels with glibc's default (adaptive) threshold; with it, a
-#: Dask worker and a local process training L2 side by side took 1.13 and 1.12 s a step.
+#: Dask worker and a local process training L2 side by side took 1.13 and 1.12 s a step
+#: (two local processes: 1.10 s).
 KERNEL_ENV_UNSET = ("MALLOC_TRIM_THRESHOLD_",)
 
 
