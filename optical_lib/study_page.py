@@ -359,42 +359,51 @@ def _values(series: pd.Series) -> str:
 def to_go(inv: pd.DataFrame) -> pd.DataFrame:
     """The pending trained settings per (depth, budget) and what they would cost:
     ``layers``, ``budget``, ``pending``; on a CPU ``timed`` (finished CPU runs of that depth
-    and budget, any group), ``cpu_minutes`` (their median duration times threads) and
-    ``cpu_hours`` (pending x that median); on a GPU ``gpu_timed`` (finished GPU runs of that
-    depth and budget with a recorded span: duration and date), ``gpu_minutes`` (the GPU's
-    busy time over them, :func:`gpu_busy_seconds`, per setting: the pace of settings that
-    shared it) and ``gpu_hours`` (pending x that). An
+    and budget, any group), ``cpu_minutes`` (their median duration times threads),
+    ``cpu_low`` and ``cpu_high`` (the fastest and slowest of them: CPUs differ, e.g. in native
+    or emulated bf16 kernels) and ``cpu_hours`` (pending x that median); on a GPU
+    ``gpu_timed`` (finished GPU runs of that depth and budget with a recorded span: duration
+    and date), ``gpu_minutes`` (the GPU's busy time over them, :func:`gpu_busy_seconds`, per
+    setting: the pace of settings that shared it) and ``gpu_hours`` (pending x that). An
     extrapolation from measured runs only: NaN where no run of that depth and budget finished
     on that kind of device."""
     trained = inv[inv["trains"]]
-    columns = ["layers", "budget", "pending", "timed", "cpu_minutes", "cpu_hours",
-               "gpu_timed", "gpu_minutes", "gpu_hours"]
+    columns = ["layers", "budget", "pending", "timed", "cpu_minutes", "cpu_low", "cpu_high",
+               "cpu_hours", "gpu_timed", "gpu_minutes", "gpu_hours"]
     pending = trained[~trained["finished"]]
     if pending.empty:
         return pd.DataFrame(columns=columns)
     done = trained[trained["finished"]]
     on_cpu = done[~_on_gpu(done)]
     minutes = (on_cpu["seconds"].astype(float) * on_cpu["threads"].astype(float) / 60)
-    measured = minutes.groupby([on_cpu["layers"], on_cpu["budget"]]).agg(["median", "size"])
+    measured = minutes.groupby([on_cpu["layers"], on_cpu["budget"]]).agg(
+        ["median", "size", "min", "max"])
     on_gpu = done[_on_gpu(done)].dropna(subset=["seconds", "date"])  # what a span times
     rows = []
     for (layers, budget), part in pending.groupby(["layers", "budget"]):
-        median, timed = (measured.loc[(layers, budget)] if (layers, budget) in measured.index
-                         else (np.nan, 0))
+        median, timed, low, high = (measured.loc[(layers, budget)]
+                                    if (layers, budget) in measured.index
+                                    else (np.nan, 0, np.nan, np.nan))
         gpu = on_gpu[(on_gpu["layers"] == layers) & (on_gpu["budget"] == budget)]
         gpu_minutes = gpu_busy_seconds(gpu) / 60 / len(gpu) if len(gpu) else np.nan
         rows.append({"layers": int(layers), "budget": int(budget), "pending": len(part),
-                     "timed": int(timed), "cpu_minutes": median,
-                     "cpu_hours": len(part) * median / 60, "gpu_timed": len(gpu),
+                     "timed": int(timed), "cpu_minutes": median, "cpu_low": low,
+                     "cpu_high": high, "cpu_hours": len(part) * median / 60, "gpu_timed": len(gpu),
                      "gpu_minutes": gpu_minutes, "gpu_hours": len(part) * gpu_minutes / 60})
     return pd.DataFrame(rows, columns=columns)
 
 
-def _priced(rows: pd.DataFrame, minutes: str, fmt: str, timed_by: str | None = None) -> str:
+def _priced(rows: pd.DataFrame, minutes: str, fmt: str, timed_by: str | None = None,
+            spread: tuple[str, str] | None = None) -> str:
     """"L2 at 1,984 pairs: 65 × 16 min; ..." for :func:`to_go_sentence` (with ``timed_by``,
-    each also says from how many finished settings)."""
+    each also says from how many finished settings; with ``spread``, the columns of the
+    fastest and slowest finished one, said where they differ)."""
+    def range_of(r) -> str:
+        low, high = (f"{getattr(r, c):{fmt}}" for c in spread) if spread else ("", "")
+        return f", range {low}–{high}" if low != high else ""
+
     return "; ".join(f"L{r.layers} at {r.budget:,} pairs: {r.pending} × "
-                     f"{getattr(r, minutes):{fmt}} min"
+                     f"{getattr(r, minutes):{fmt}} min" + range_of(r)
                      + (f", from {getattr(r, timed_by)} finished" if timed_by else "")
                      for r in rows.itertuples())
 
@@ -413,7 +422,11 @@ def to_go_sentence(inv: pd.DataFrame) -> str:
                      f"budget, {int(timed['pending'].sum())} of the "
                      f"{int(table['pending'].sum())} pending trained settings need about "
                      f"{_hours_text(timed['cpu_hours'].sum())} CPU-hours "
-                     f"({_priced(timed, 'cpu_minutes', '.0f')}).")
+                     f"({_priced(timed, 'cpu_minutes', '.0f', spread=('cpu_low', 'cpu_high'))})"
+                     + ("; a range is that of the finished settings (fastest to "
+                        "slowest), which ran on CPUs of different speed"
+                        if (timed["cpu_low"].round() < timed["cpu_high"].round()).any()
+                        else "") + ".")
     if len(on_gpu):
         parts.append(f"On a GPU, at its busy time per finished setting of the same depth and "
                      f"budget (settings shared it), {int(on_gpu['pending'].sum())} pending "

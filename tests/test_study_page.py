@@ -293,6 +293,15 @@ def test_the_work_to_go_is_timed_only_by_finished_cpu_runs_of_the_same_depth_and
                     "setting of their depth and budget to time them by yet: L3 at 1,984 "
                     "pairs (8).")
     assert page.status_facts(inv, "small")["study_to_go"] == said
+    # CPUs differ: the fastest and slowest finished setting are said beside the median
+    slower = inv.copy()
+    slower.loc[slower.index[slower["finished"] & slower["trains"] & (slower["layers"] == 2)][0],
+               "seconds"] = 2 * SECONDS
+    assert page.to_go(slower).set_index("layers").loc[2, ["cpu_minutes", "cpu_high"]].tolist(
+        ) == pytest.approx([SECONDS * THREADS / 60, 2 * SECONDS * THREADS / 60])
+    assert ("(L2 at 1,984 pairs: 1 × 60 min, range 60–120); a range is that of the finished "
+            "settings (fastest to slowest), which ran on CPUs of different speed. The other "
+            "8") in page.to_go_sentence(slower)
     # a run on a GPU does not time the CPU's work
     for run_id in inv.loc[inv["finished"] & (inv["layers"] == 2) & (inv["budget"] == 1984),
                           "run_id"]:
