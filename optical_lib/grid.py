@@ -702,8 +702,9 @@ def _run_dask(jobs: list[Job], bar: tqdm, client) -> Iterator[dict]:
 #: waits for its kernel, so the worker's statistical profiler (every 10 ms) and the event-loop
 #: tick (every 20 ms) only take CPU from the settings. Measured on the 2-core AVX2 machine
 #: with both cores training (benchmarks/bench_dask.py: a task held 60 s), worker and
-#: client+scheduler used 6.3% and 5.2% of a core with Dask's defaults, 1.1% and 1.9% with
-#: these; a grid run on one worker had used 13% of a core beside its kernel for 45 minutes.
+#: client+scheduler used 6.3% and 4.8% of a core with Dask's defaults, 1.2% and 2.0% with
+#: these (benchmarks/README.md); a grid run on one worker had used 13% of a core beside its
+#: kernel for 45 minutes.
 LOCAL_CLUSTER_CONFIG = {"distributed.worker.profile.enabled": False,
                         "distributed.admin.tick.interval": "1s"}
 
