@@ -393,17 +393,20 @@ def to_go(inv: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+def _range_text(low: float, high: float, fmt: str) -> str:
+    """", range 14–50" for :func:`_priced`; empty where the two print alike."""
+    low_text, high_text = f"{low:{fmt}}", f"{high:{fmt}}"
+    return f", range {low_text}–{high_text}" if low_text != high_text else ""
+
+
 def _priced(rows: pd.DataFrame, minutes: str, fmt: str, timed_by: str | None = None,
             spread: tuple[str, str] | None = None) -> str:
     """"L2 at 1,984 pairs: 65 × 16 min; ..." for :func:`to_go_sentence` (with ``timed_by``,
     each also says from how many finished settings; with ``spread``, the columns of the
     fastest and slowest finished one, said where they differ)."""
-    def range_of(r) -> str:
-        low, high = (f"{getattr(r, c):{fmt}}" for c in spread) if spread else ("", "")
-        return f", range {low}–{high}" if low != high else ""
-
     return "; ".join(f"L{r.layers} at {r.budget:,} pairs: {r.pending} × "
-                     f"{getattr(r, minutes):{fmt}} min" + range_of(r)
+                     f"{getattr(r, minutes):{fmt}} min"
+                     + (_range_text(*(getattr(r, c) for c in spread), fmt) if spread else "")
                      + (f", from {getattr(r, timed_by)} finished" if timed_by else "")
                      for r in rows.itertuples())
 
@@ -425,7 +428,8 @@ def to_go_sentence(inv: pd.DataFrame) -> str:
                      f"({_priced(timed, 'cpu_minutes', '.0f', spread=('cpu_low', 'cpu_high'))})"
                      + ("; a range is that of the finished settings (fastest to "
                         "slowest), which ran on CPUs of different speed"
-                        if (timed["cpu_low"].round() < timed["cpu_high"].round()).any()
+                        if any(_range_text(r.cpu_low, r.cpu_high, ".0f")
+                               for r in timed.itertuples())
                         else "") + ".")
     if len(on_gpu):
         parts.append(f"On a GPU, at its busy time per finished setting of the same depth and "
