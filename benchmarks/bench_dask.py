@@ -2,11 +2,10 @@
 
 A grid worker's task is a papermill call that waits for its kernel, so whatever the worker
 process and the client (which hosts the local scheduler) spend is taken from the settings.
-One run holds one task on a one-worker LocalCluster for ``--hold`` seconds under each
-configuration, round-robin, and reports the CPU seconds per wall second of the worker and of
-the client+scheduler process: Dask's defaults (the reference) against the grid's
-``grid.LOCAL_CLUSTER_CONFIG``, and the cluster ``grid.dask_client`` really starts (with the
-dashboard when bokeh is installed)::
+One run holds one task for ``--hold`` seconds on each of two one-worker clusters started by
+``grid.dask_client`` (with the dashboard when bokeh is installed), round-robin, and reports
+the CPU seconds per wall second of the worker and of the client+scheduler process: Dask's
+default settings (the reference) against the grid's ``grid.LOCAL_CLUSTER_CONFIG``::
 
     python benchmarks/bench_dask.py [--hold 60] [--repeats 1] [--json PATH]
 
@@ -16,7 +15,6 @@ Run it while the cores are busy (e.g. beside a grid) to see the cost the setting
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -24,6 +22,10 @@ import time
 from pathlib import Path
 
 import psutil
+
+#: The two clusters differ only in their Dask settings: Dask's own defaults (the reference)
+#: and the grid's (None: ``grid.LOCAL_CLUSTER_CONFIG``).
+CONFIGS = {"dask defaults": {}, "grid.dask_client": None}
 
 
 def _hold(seconds: float) -> int:
@@ -36,27 +38,10 @@ def _cpu(process: psutil.Process) -> float:
     return times.user + times.system
 
 
-@contextlib.contextmanager
-def _cluster(name: str):
-    import dask
-    from distributed import Client, LocalCluster
-
+def measure(name: str, hold: float) -> dict:
     from optical_lib import grid
 
-    if name == "grid.dask_client":
-        with grid.dask_client(workers=1) as client:
-            yield client
-        return
-    config = {} if name == "dask defaults" else grid.LOCAL_CLUSTER_CONFIG
-    with dask.config.set(config):
-        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
-    with cluster, Client(cluster) as client:
-        yield client
-
-
-def measure(name: str, hold: float) -> dict:
-    with _cluster(name) as client:
+    with grid.dask_client(workers=1, config=CONFIGS[name]) as client:
         worker = psutil.Process(next(iter(client.run(os.getpid).values())))
         me = psutil.Process()
         time.sleep(3)  # start-up is not what the settings pay for
@@ -72,7 +57,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    names = ("dask defaults", "grid config", "grid.dask_client")
+    names = tuple(CONFIGS)
     runs: dict[str, list[dict]] = {n: [] for n in names}
     for _ in range(args.repeats):
         for name in names:

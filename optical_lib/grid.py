@@ -702,7 +702,7 @@ def _run_dask(jobs: list[Job], bar: tqdm, client) -> Iterator[dict]:
 #: waits for its kernel, so the worker's statistical profiler (every 10 ms) and the event-loop
 #: tick (every 20 ms) only take CPU from the settings. Measured on the 2-core AVX2 machine
 #: with both cores training (benchmarks/bench_dask.py: a task held 60 s), worker and
-#: client+scheduler used 6.3% and 4.8% of a core with Dask's defaults, 1.2% and 2.0% with
+#: client+scheduler used 5.8% and 5.1% of a core with Dask's defaults, 1.1% and 1.8% with
 #: these (benchmarks/README.md); a grid run on one worker had used 13% of a core beside its
 #: kernel for 45 minutes.
 LOCAL_CLUSTER_CONFIG = {"distributed.worker.profile.enabled": False,
@@ -711,12 +711,15 @@ LOCAL_CLUSTER_CONFIG = {"distributed.worker.profile.enabled": False,
 
 @contextlib.contextmanager
 def dask_client(scheduler: str | None = None, workers: int | None = None, threads: int = 1,
-                retries: int = 2, timeout: float | None = None) -> Iterator:
+                retries: int = 2, timeout: float | None = None,
+                config: dict | None = None) -> Iterator:
     """A ``distributed.Client``: to the scheduler at ``scheduler``, or to a new
     ``LocalCluster`` of ``workers`` processes (default: cores // threads) with one setting at a
     time each and ``threads`` OpenMP threads per setting. ``retries`` bounds how often a
     setting is rerun after its worker died (the local scheduler's ``allowed-failures``; an
-    external scheduler uses its own configuration)."""
+    external scheduler uses its own configuration). ``config``: the Dask settings of a new
+    LocalCluster (default ``LOCAL_CLUSTER_CONFIG``; ``{}`` keeps Dask's own defaults, the
+    reference of benchmarks/bench_dask.py)."""
     import dask
     from distributed import Client, LocalCluster
 
@@ -734,8 +737,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
             yield client
         return
     workers = workers or max(1, (os.cpu_count() or 1) // threads)
-    with dask.config.set({**LOCAL_CLUSTER_CONFIG,
-                          "distributed.scheduler.allowed-failures": retries}):
+    config = LOCAL_CLUSTER_CONFIG if config is None else config
+    with dask.config.set({**config, "distributed.scheduler.allowed-failures": retries}):
         try:
             import bokeh  # noqa: F401  (the dashboard needs it)
             dashboard = ":0"

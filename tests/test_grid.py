@@ -400,6 +400,12 @@ def test_the_grid_cluster_keeps_dask_bookkeeping_off_the_settings_cpu(local_clus
                                 dask_scheduler._tick_interval)) == (1, 1.0)
 
 
+def test_an_empty_config_gives_the_benchmark_dask_defaults_as_its_reference():
+    # benchmarks/bench_dask.py's reference is grid.dask_client(config={}): Dask's own settings
+    with grid.dask_client(workers=1, retries=1, config={}) as client:
+        assert set(client.run(_worker_config).values()) == {(True, "20ms")}
+
+
 def _kill_when_started(root: Path, run_id: str, killed: list, timeout: float = 60):
     """SIGKILL the worker process running ``run_id`` once its notebook has started."""
     pid_file, deadline = root / "pids" / run_id, time.time() + timeout
