@@ -22,6 +22,7 @@ the setting and are cached on disk (:class:`~optical_lib.retrieval.EmbeddingCach
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -552,18 +553,36 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
+def cpu_name() -> str:
+    """The CPU a run's timings come from: its model name (``/proc/cpuinfo`` on Linux, else
+    :func:`platform.processor`), the vector instructions torch's CPU kernels use and the
+    cores this process may use, e.g. ``"AMD EPYC (AVX2, 2 cores)"``."""
+    import platform
+
+    model = platform.processor() or platform.machine() or "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.partition(":")[2].strip() or model
+                break
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count())
+    return f"{model} ({torch.backends.cpu.get_cpu_capability()}, {cores} cores)"
+
+
 def provenance(data_digests: Mapping[str, str], device: str = "cpu",
                amp: str | None = None) -> dict:
-    """What a reader needs to trust a run: threads, code version, data, date (UTC), how the
-    teacher's vectors were computed (``teacher_states``, :data:`TEACHER_STATES_RULE`), on a
-    GPU its name (``accelerator``) and, for a bf16 setting, how its bf16 products ran
-    (``bf16_kernels``: ``native`` or ``emulated``, :func:`optical_lib.bf16.kernels`)."""
+    """What a reader needs to trust a run: threads, the CPU (``cpu``, :func:`cpu_name`), code
+    version, data, date (UTC), how the teacher's vectors were computed (``teacher_states``,
+    :data:`TEACHER_STATES_RULE`), on a GPU its name (``accelerator``) and, for a bf16 setting,
+    how its bf16 products ran (``bf16_kernels``: ``native`` or ``emulated``,
+    :func:`optical_lib.bf16.kernels`)."""
     import datetime
     import platform
 
     from .distill import TEACHER_STATES_RULE
 
-    record = {"threads": torch.get_num_threads(), "torch": torch.__version__,
+    record = {"threads": torch.get_num_threads(), "cpu": cpu_name(), "torch": torch.__version__,
               "python": platform.python_version(), "commit": git_commit(),
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "data_sha256": dict(data_digests), "teacher_states": TEACHER_STATES_RULE}

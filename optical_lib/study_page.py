@@ -83,6 +83,8 @@ INVENTORY_COLUMNS: dict[str, tuple[str, str]] = {
                 "the training seconds of earlier attempts where the run resumed"),
     "threads": ("Int64", "torch threads recorded in setting.json"),
     "device": ("string", "the device recorded in setting.json"),
+    "cpu": ("string", "the CPU recorded in setting.json (experiment.cpu_name; <NA> for runs "
+            "before it was recorded)"),
     "torch": ("string", "the torch version recorded in setting.json"),
     "bf16_kernels": ("string", "how a bf16 run's products ran (setting.json): native "
                      "(PyTorch's own bf16 kernel; every bf16 run before this was recorded) or "
@@ -135,7 +137,7 @@ def group_description(inv: pd.DataFrame, group: str = CORE) -> str:
 def _run_record(layout: ResultsLayout, run_id: str) -> dict[str, Any]:
     """What a finished run recorded about its execution: papermill's duration of the run
     notebook (plus the training seconds of its earlier attempts), and the threads, device,
-    torch version and date of its ``setting.json``."""
+    CPU, torch version and date of its ``setting.json``."""
     out: dict[str, Any] = {}
     if layout.notebook(run_id).exists():
         out["seconds"] = layout.run_seconds(run_id)
@@ -143,6 +145,7 @@ def _run_record(layout: ResultsLayout, run_id: str) -> dict[str, Any]:
     provenance = setting.get("provenance") or {}
     out["threads"] = provenance.get("threads", setting["config"].get("threads"))
     out["device"] = setting["config"].get("device")
+    out["cpu"] = provenance.get("cpu")
     out["torch"] = provenance.get("torch")
     out["date"] = provenance.get("date")
     if setting["config"].get("amp") == "bf16" and setting["config"].get("method") != "bm25":

@@ -718,9 +718,10 @@ def test_a_note_says_when_depths_ran_on_different_devices():
     assert "L2 on a GPU and the CPU; L3 on the CPU" in page.device_note(mixed)
 
 
-def test_the_bf16_kernels_of_each_run_are_read_and_counted(tmp_path):
+def test_the_bf16_kernels_and_cpu_of_each_run_are_read_and_counted(tmp_path):
     layout = ResultsLayout(root=tmp_path)
-    records = {"a": {"amp": "bf16", "prov": {"bf16_kernels": "emulated"}},
+    records = {"a": {"amp": "bf16", "prov": {"bf16_kernels": "emulated",
+                                             "cpu": "AMD EPYC (AVX2, 2 cores)"}},
                "b": {"amp": "bf16", "prov": {}},  # before the field: PyTorch's kernel
                "c": {"amp": None, "prov": {}}}
     for run_id, r in records.items():
@@ -730,6 +731,8 @@ def test_the_bf16_kernels_of_each_run_are_read_and_counted(tmp_path):
              "provenance": {"threads": 1, **r["prov"]}}))
     got = {run_id: page._run_record(layout, run_id).get("bf16_kernels") for run_id in records}
     assert got == {"a": "emulated", "b": "native", "c": None}
+    assert page._run_record(layout, "a")["cpu"] == "AMD EPYC (AVX2, 2 cores)"
+    assert page._run_record(layout, "b")["cpu"] is None  # recorded only since it existed
     done = pd.DataFrame({"bf16_kernels": pd.array(["native", "emulated", "native", None],
                                                   dtype="string")})
     assert page.kernels_phrase(done) == (
