@@ -1292,26 +1292,38 @@ def retrieval_table(rows: pd.DataFrame, inv: pd.DataFrame, metric: str = PRIMARY
 
 def retrieval_sentences(table: pd.DataFrame) -> str:
     """What :func:`retrieval_table` says, per suite and protocol: at which depths the
-    distilled students (mean over k) are above their zero-shot model and above BM25."""
+    distilled students (mean over k) are above their zero-shot model and BM25, and at which
+    they are below (a depth without the reference's score is left out)."""
     from .report import PROTOCOL_LABELS
 
-    def depths(mask) -> str:
-        found = [f"L{L}" for L in part["L"][mask]]
-        if found and len(found) == len(part):
-            if len(found) == 1:
-                return f"{found[0]} (the one depth scored so far)"
-            return f"every depth scored ({', '.join(found)})"
-        return ", ".join(found) if found else "no depth scored"
+    def names(part: pd.DataFrame) -> str:
+        return ", ".join(f"L{L}" for L in part["L"])
+
+    def against(part: pd.DataFrame, column: str, label: str) -> str:
+        part = part[part[column].notna()]
+        sides = {side: part[mask] for side, mask in (
+            ("above", part["students"] > part[column]),
+            ("below", part["students"] < part[column]),
+            ("level with", part["students"] == part[column])) if mask.any()}
+        if len(sides) == 1:
+            side, found = next(iter(sides.items()))
+            where = (f"{names(found)} (the one depth scored so far)" if len(found) == 1
+                     else f"every depth scored ({names(found)})")
+            return f"{side} {label} at {where}"
+        said = [f"{side} {label if i == 0 else 'it'} at {names(found)}"
+                for i, (side, found) in enumerate(sides.items())]
+        return ", ".join(said[:-1]) + " and " + said[-1]
 
     out = []
     for (suite, protocol), part in table.groupby(["suite", "protocol"], sort=False):
         part = part[part["students"].notna()]
-        if part.empty:
+        said = [s for column, label in (("zero-shot", "their zero-shot model"),
+                                        ("BM25", "BM25"))
+                if part[column].notna().any() and (s := against(part, column, label))]
+        if not said:
             continue
         out.append(f"{suite}, {PROTOCOL_LABELS.get(protocol, protocol)}: the students are "
-                   f"above their zero-shot model at "
-                   f"{depths(part['students'] > part['zero-shot'])} and above BM25 at "
-                   f"{depths(part['students'] > part['BM25'])}.")
+                   f"{'; '.join(said)}.")
     return " ".join(out) if out else "No distilled student has been scored on XQuAD-R yet."
 
 

@@ -520,16 +520,23 @@ def test_arm_difference_is_arm_minus_core_at_matched_cells(complete):
     assert arm.result.inference and arm.result.omnibus is None  # no mixed model for arms
 
 
-def test_retrieval_sentences_name_the_depths_scored_so_far():
+def test_retrieval_sentences_name_the_depths_above_and_below_each_reference():
     table = pd.DataFrame({"suite": "XQuAD-R X→eng", "protocol": "student", "L": [2, 3, 6],
                           "zero-shot": [0.10, 0.10, 0.19], "students": [0.14, 0.18, np.nan],
                           "BM25": 0.167})
     assert page.retrieval_sentences(table) == (
         "XQuAD-R X→eng, student protocol: the students are above their zero-shot model at "
-        "every depth scored (L2, L3) and above BM25 at L3.")
+        "every depth scored (L2, L3); above BM25 at L3 and below it at L2.")
     assert page.retrieval_sentences(table.iloc[[0, 2]]) == (
         "XQuAD-R X→eng, student protocol: the students are above their zero-shot model at "
-        "L2 (the one depth scored so far) and above BM25 at no depth scored.")
+        "L2 (the one depth scored so far); below BM25 at L2 (the one depth scored so far).")
+    worse = table.assign(students=[0.05, 0.18, 0.19], BM25=[0.3, 0.3, np.nan])
+    assert page.retrieval_sentences(worse) == (
+        "XQuAD-R X→eng, student protocol: the students are above their zero-shot model at "
+        "L3, below it at L2 and level with it at L6; below BM25 at every depth scored "
+        "(L2, L3).")
+    assert page.retrieval_sentences(table.assign(students=np.nan)) == (
+        "No distilled student has been scored on XQuAD-R yet.")
 
 
 def test_retrieval_and_gap_tables_from_the_result_rows(complete):
