@@ -554,20 +554,27 @@ def git_commit() -> str | None:
 
 
 def cpu_name() -> str:
-    """The CPU a run's timings come from: its model name (``/proc/cpuinfo`` on Linux, else
-    :func:`platform.processor`), the vector instructions torch's CPU kernels use and the
-    cores this process may use, e.g. ``"AMD EPYC (AVX2, 2 cores)"``."""
+    """The CPU a run's timings come from: its model name and, on Linux, its family and model
+    numbers (``/proc/cpuinfo``; a virtual machine's name is often generic, "AMD EPYC", while
+    the family and model tell the generation), else :func:`platform.processor`; the vector
+    instructions torch's CPU kernels use and the cores this process may use, e.g.
+    ``"AMD EPYC (family 25, model 1; AVX2, 2 cores)"``."""
     import platform
 
-    model = platform.processor() or platform.machine() or "unknown CPU"
+    fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip() or model
-                break
+            key, _, value = line.partition(":")
+            if not key.strip():
+                break  # the first processor's block ends
+            fields.setdefault(key.strip(), value.strip())
+    model = (fields.get("model name") or platform.processor() or platform.machine()
+             or "unknown CPU")
+    family = (f"family {fields['cpu family']}, model {fields['model']}; "
+              if "cpu family" in fields and "model" in fields else "")
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count())
-    return f"{model} ({torch.backends.cpu.get_cpu_capability()}, {cores} cores)"
+    return f"{model} ({family}{torch.backends.cpu.get_cpu_capability()}, {cores} cores)"
 
 
 def provenance(data_digests: Mapping[str, str], device: str = "cpu",
