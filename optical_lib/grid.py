@@ -741,11 +741,15 @@ def dask_client(scheduler: str | None = None, workers: int | None = None, thread
     with dask.config.set({**config, "distributed.scheduler.allowed-failures": retries}):
         try:
             import bokeh  # noqa: F401  (the dashboard needs it)
-            dashboard = ":0"
+            dashboard = True
         except ImportError:
-            dashboard = None
+            dashboard = False
+        # The scheduler serves HTTP whether or not it has a dashboard; on a free port, since
+        # Dask's fixed 8787 clashes (with a warning) with any other cluster on the machine:
+        # a second grid, parallel tests.
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=dashboard, env=thread_env(threads))
+                               dashboard_address=":0", scheduler_kwargs={"dashboard": dashboard},
+                               env=thread_env(threads))
     with cluster, Client(cluster) as client:
         yield client
 

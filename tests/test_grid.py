@@ -16,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import nbformat
@@ -400,10 +401,17 @@ def test_the_grid_cluster_keeps_dask_bookkeeping_off_the_settings_cpu(local_clus
                                 dask_scheduler._tick_interval)) == (1, 1.0)
 
 
-def test_an_empty_config_gives_the_benchmark_dask_defaults_as_its_reference():
-    # benchmarks/bench_dask.py's reference is grid.dask_client(config={}): Dask's own settings
-    with grid.dask_client(workers=1, retries=1, config={}) as client:
-        assert set(client.run(_worker_config).values()) == {(True, "20ms")}
+def test_an_empty_config_gives_the_benchmark_dask_defaults_as_its_reference(local_cluster):
+    # benchmarks/bench_dask.py's reference is grid.dask_client(config={}): Dask's own settings;
+    # started beside another cluster, its scheduler's HTTP server takes a free port of its own
+    # (Dask's fixed 8787 would clash, with a warning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with grid.dask_client(workers=1, retries=1, config={}) as client:
+            assert set(client.run(_worker_config).values()) == {(True, "20ms")}
+            ports = {c.scheduler_info()["services"]["dashboard"] for c in (client, local_cluster)}
+    assert len(ports) == 2 and 8787 not in ports
+    assert not [w for w in caught if "already in use" in str(w.message)]
 
 
 def _kill_when_started(root: Path, run_id: str, killed: list, timeout: float = 60):
