@@ -553,14 +553,9 @@ def git_commit() -> str | None:
     return commit + ("-dirty" if dirty else "")
 
 
-def cpu_name() -> str:
-    """The CPU a run's timings come from: its model name and, on Linux, its family and model
-    numbers (``/proc/cpuinfo``; a virtual machine's name is often generic, "AMD EPYC", while
-    the family and model tell the generation), else :func:`platform.processor`; the vector
-    instructions torch's CPU kernels use and the cores this process may use, e.g.
-    ``"AMD EPYC (family 25, model 1; AVX2, 2 cores)"``."""
-    import platform
-
+def cpu_fields() -> dict[str, str]:
+    """The first processor's fields of ``/proc/cpuinfo`` ("model name", "cpu family",
+    "model", ...); empty where there is no such file (not Linux)."""
     fields: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -568,6 +563,18 @@ def cpu_name() -> str:
             if not key.strip():
                 break  # the first processor's block ends
             fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_name() -> str:
+    """The CPU a run's timings come from: its model name and, on Linux, its family and model
+    numbers (:func:`cpu_fields`; a virtual machine's name is often generic, "AMD EPYC", while
+    the family and model tell the generation), else :func:`platform.processor`; the vector
+    instructions torch's CPU kernels use and the cores this process may use, e.g.
+    ``"AMD EPYC (family 25, model 1; AVX2, 2 cores)"``."""
+    import platform
+
+    fields = cpu_fields()
     model = (fields.get("model name") or platform.processor() or platform.machine()
              or "unknown CPU")
     family = (f"family {fields['cpu family']}, model {fields['model']}; "

@@ -1317,9 +1317,9 @@ def retrieval_sentences(table: pd.DataFrame) -> str:
     out = []
     for (suite, protocol), part in table.groupby(["suite", "protocol"], sort=False):
         part = part[part["students"].notna()]
-        said = [s for column, label in (("zero-shot", "their zero-shot model"),
-                                        ("BM25", "BM25"))
-                if part[column].notna().any() and (s := against(part, column, label))]
+        said = [against(part, column, label)
+                for column, label in (("zero-shot", "their zero-shot model"), ("BM25", "BM25"))
+                if part[column].notna().any()]
         if not said:
             continue
         out.append(f"{suite}, {PROTOCOL_LABELS.get(protocol, protocol)}: the students are "
