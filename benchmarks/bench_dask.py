@@ -17,11 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
 import psutil
+
+from optical_lib.experiment import cpu_name
 
 #: The two clusters differ only in their Dask settings: Dask's own defaults (the reference)
 #: and the grid's (None: ``grid.LOCAL_CLUSTER_CONFIG``).
@@ -76,7 +77,7 @@ def main() -> None:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"hold_s": args.hold, "repeats": args.repeats,
-                                         "machine": platform.processor() or platform.machine(),
+                                         "cpu": cpu_name(),
                                          "summary": summary, "runs": runs}, indent=2))
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -211,8 +210,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "thread_settings": thread_settings(),
-        "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
     }
     print(
         f"# search: {args.queries} queries, d={args.dim}, k={args.k}, "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -80,7 +79,7 @@ def main() -> None:
               f"(Sinkhorn {100 * row['optical_sinkhorn_share']:4.1f}% of the step), "
               f"MSE {row['mse_pairs_per_s']:6.1f} pairs/s, OPTICAL/MSE step time "
               f"{row['optical_over_mse']:.2f}x", flush=True)
-    info = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+    info = {"torch": torch.__version__,
             "threads": torch.get_num_threads(), "thread_settings": thread_settings(),
             "device": args.device, "batch": args.batch,
             "steps": args.steps}
