@@ -33,7 +33,7 @@ def describe(settings: dict | None = None) -> str:
     env = ", ".join(f"{k}={s[k] if s[k] is not None else 'unset'}" for k in ENV_VARS)
     return (f"# threads: torch {s['torch_threads']} (inter-op {s['torch_interop_threads']}), "
             f"{env}; {s['cpu_count']} cores, {s['affinity']} usable; "
-            f"{s.get('cpu', 'CPU not recorded')}")
+            f"{s['cpu']}")
 
 
 def add_run_arguments(parser, repeats: int = 3) -> None:

@@ -40,7 +40,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _threads import describe, thread_settings  # noqa: E402  (benchmarks/_threads.py)
 
-from optical_lib.experiment import cpu_name  # noqa: E402
 from optical_lib.ot import cosine_cost, ot_alignment_loss, sinkhorn  # noqa: E402
 
 EPS = 0.05
@@ -183,14 +182,15 @@ def bandwidth_estimate(device: torch.device, peak_gbs: float, repeats: int) -> d
 def machine_info(device: torch.device) -> dict:
     import ot
 
-    cpu = cpu_name()
+    threads = thread_settings()
+    cpu = threads["cpu"]
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "pot": ot.__version__,
         "torch_threads": torch.get_num_threads(),
-        "threads": thread_settings(),
+        "threads": threads,
         "cpu_count": os.cpu_count(),
         "cpu": cpu,
         "device": str(device),
