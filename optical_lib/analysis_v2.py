@@ -118,6 +118,9 @@ ALPHA = 0.05
 POWER = 0.8
 #: The pre-registered reference number of training languages.
 REFERENCE_K = 1
+#: The student depths of the v2 design in order (``grid.V2_DEPTHS``): *one depth step* is a
+#: step of this ladder (:func:`ladder_steps`).
+DEPTH_LADDER = (2, 3, 6, 12)
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,10 @@ CONTRASTS: tuple[ContrastSpec, ...] = (
     ContrastSpec("depth_step", "",
                  "mean over adjacent depth pairs (2->3, 3->6, 6->12) of the difference in "
                  "the distilled students' absolute metric averaged over k, i.e. "
-                 "(A(L_max) - A(L_min)) / (number of depths - 1)"),
+                 "(A(L_max) - A(L_min)) / (number of depths - 1) on the full grid; an "
+                 "interim analysis without a depth in between counts the difference "
+                 "across the gap as the ladder steps it spans (ladder_steps, added "
+                 "2026-11-29: the literal formula read L3 -> L12 as one step)"),
 )
 CONTRAST_COLUMNS = ("name", "family", "subject", "reference", "where", "layers", "k_langs",
                     "metric", "estimate", "se", "df", "ci_low", "ci_high", "p", "p_holm",
@@ -838,6 +844,22 @@ def _grid(boot: CellBootstrap, what: str) -> tuple[np.ndarray, list[int], list[i
     return arr.reshape(arr.shape[0], len(depths), len(ks)), depths, ks
 
 
+def ladder_steps(depths: Sequence[int], ladder: Sequence[int] = DEPTH_LADDER) -> np.ndarray:
+    """Steps of the design's depth ladder between consecutive ``depths`` (sorted).
+
+    The pre-registered *one depth step* is the mean change of the metric per step of the
+    ladder (2 → 3 → 6 → 12): on the full grid the mean of the adjacent differences. An
+    interim analysis may lack a depth in between (L2, L3 and L12 before L6 has run); its
+    difference across the gap then counts as the steps it spans, so the estimate is the
+    same quantity, (deepest − shallowest) / steps between them, and not a larger jump
+    read as one step."""
+    off = [int(L) for L in depths if int(L) not in ladder]
+    if off:
+        raise ValueError(f"Depth(s) {off} are not on the design's depth ladder "
+                         f"{tuple(ladder)}: one depth step is undefined")
+    return np.diff([list(ladder).index(int(L)) for L in depths])
+
+
 def _contrast_stats(boot: CellBootstrap, reference_k: int) -> list[dict]:
     """Every contrast of :data:`CONTRASTS` as (B + 1,) arrays, with its labels."""
     delta, depths, ks = _grid(boot, "delta")
@@ -860,7 +882,7 @@ def _contrast_stats(boot: CellBootstrap, reference_k: int) -> list[dict]:
     if len(depths) > 1:
         k_range = marginal.max(axis=1) - marginal.min(axis=1)
         absolute = _grid(boot, "value")[0].mean(axis=2)  # (B + 1, n_depths)
-        step = np.diff(absolute, axis=1).mean(axis=1)
+        step = np.diff(absolute, axis=1).sum(axis=1) / ladder_steps(depths).sum()
         out += [{"name": "k_range", "subject": "best-minus-worst k", "reference": "",
                  "stat": k_range},
                 {"name": "depth_step", "subject": "one depth step", "reference": "",

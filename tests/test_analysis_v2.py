@@ -266,6 +266,24 @@ def test_contrast_table_follows_the_preregistration(boot):
         av2._contrast_stats(boot, 1)[k4]["stat"][1:])
 
 
+
+def test_depth_step_counts_the_ladder_steps_a_gap_spans(effect_data):
+    """Without L3 (depths 2 and 6, two steps of the ladder 2 -> 3 -> 6 -> 12 apart), one depth
+    step is half the L2 -> L6 difference, not all of it; a depth off the ladder is refused."""
+    from optical_lib.grid import V2_DEPTHS
+
+    assert av2.DEPTH_LADDER == V2_DEPTHS
+    np.testing.assert_array_equal(av2.ladder_steps([2, 3, 12]), [1, 2])
+    gap = av2.hierarchical_bootstrap(effect_data[0][effect_data[0]["layers"] != 3],
+                                     n_boot=50, seed=1)
+    by = av2.contrast_table(gap).set_index("name")
+    cells = gap.summary().groupby("layers")["value"].mean()
+    assert by.loc["depth_step", "estimate"] == pytest.approx((cells[6] - cells[2]) / 2)
+    truth = (ZERO_SHOT[6] + DEPTH_DELTA[6] - ZERO_SHOT[2] - DEPTH_DELTA[2]) / 2
+    assert by.loc["depth_step", "ci_low"] < truth < by.loc["depth_step", "ci_high"]
+    with pytest.raises(ValueError, match=r"Depth\(s\) \[4\] are not on the design's depth"):
+        av2.ladder_steps([2, 4])
+
 def test_t_interval_of_one_level_is_the_t_interval_of_a_mean():
     """Resampling n units alone: the bootstrap variance times n / (n - 1) is s² / n, and the
     interval is the one-sample t interval with n - 1 df; the queries (no unit count) add
