@@ -109,6 +109,12 @@ COVARIATES = ("share_same_family", "n_scripts", "share_xlmr")
 VC_FORMULA = {"draw": "0 + C(draw_id)", "lang": "0 + C(query_lang)",
               "lang_k": "0 + C(lang_k)"}
 VC_FORMULA_INTERCEPTS = {"draw": "0 + C(draw_id)", "lang": "0 + C(query_lang)"}
+#: A sensitivity model, not pre-registered (added 2026-11-29): :data:`VC_FORMULA` plus a
+#: language x depth intercept. The pre-registered model shares one intercept per language
+#: across depths; once a deep student whose Δ is an order of magnitude smaller (L12) joins
+#: the shallow ones, how much each language gains differs by depth, and the pre-registered
+#: model can only put that in its residual.
+VC_FORMULA_LANG_DEPTH = {**VC_FORMULA, "lang_depth": "0 + C(lang_depth)"}
 #: Fewest draws per (depth, k) cell: with one, a draw's effect cannot be told from k's.
 MIN_DRAWS = 2
 #: Levels the hierarchical bootstrap resamples, outermost first.
@@ -411,6 +417,7 @@ def _model_frame(lang_deltas: pd.DataFrame, covariates: Sequence[str]) -> pd.Dat
     data["draw_id"] = data["draw_id"].astype(str)
     data["query_lang"] = data["query_lang"].astype(str)
     data["lang_k"] = data["query_lang"] + ":k" + data["k_langs"].astype(str)
+    data["lang_depth"] = data["query_lang"] + ":L" + data["layers"].astype(str)
     for col in covariates:
         data[col] = data[col].astype(float) - data[col].astype(float).mean()
     return data
@@ -467,6 +474,9 @@ def mixed_model(lang_deltas: pd.DataFrame, formula: str | None = None,
     if data["k_langs"].nunique() < 2 and "lang_k" in vc:  # language x k is the language
         del vc["lang_k"]
         dropped.append("lang_k variance (one k)")
+    if data["layers"].nunique() < 2 and "lang_depth" in vc:  # likewise, with one depth
+        del vc["lang_depth"]
+        dropped.append("lang_depth variance (one depth)")
     model = smf.mixedlm(formula, data, groups=np.ones(len(data)), re_formula="0",
                         vc_formula=vc)
     with warnings.catch_warnings(record=True) as caught:

@@ -28,6 +28,7 @@ from .analysis_v2 import (
     N_BOOT,
     REFERENCE_K,
     SLICE_COLUMNS,
+    VC_FORMULA_LANG_DEPTH,
     CellBootstrap,
     CovariateFn,
     contrast_table,
@@ -612,10 +613,44 @@ def _fit_model(lang: pd.DataFrame, notes: list[str]
     if lang["k_langs"].nunique() < 2:
         return None, None, variance
     try:
-        return k_omnibus(fit), k_effects(fit), variance
+        omnibus, effects = k_omnibus(fit), k_effects(fit)
     except ValueError as exc:
         notes.append(f"No k test: {exc}.")
         return None, None, variance
+    if lang["layers"].nunique() > 1:
+        omnibus = pd.concat([omnibus, _sensitivity(lang, variance, notes)], ignore_index=True)
+    return omnibus, effects, variance
+
+
+#: How the omnibus table marks the tests of the sensitivity model.
+SENSITIVITY = " (+ language × depth; sensitivity)"
+
+
+def _sensitivity(lang: pd.DataFrame, variance: pd.DataFrame, notes: list[str]
+                 ) -> pd.DataFrame | None:
+    """k tests of the sensitivity model (:data:`VC_FORMULA_LANG_DEPTH`, not pre-registered),
+    named with :data:`SENSITIVITY`, and a note with its language x depth and residual SD
+    beside the pre-registered model's residual SD (``variance``); None if it cannot be fit."""
+    try:
+        fit = mixed_model(lang, covariates=[c for c in COVARIATES if c in lang.columns],
+                          vc_formula=VC_FORMULA_LANG_DEPTH)
+        tests = k_omnibus(fit)
+    except ValueError as exc:
+        notes.append(f"Sensitivity model not fitted: {exc}.")
+        return None
+    comps = fit.table[fit.table["kind"] == "variance"]
+    sd = dict(zip(comps["term"], np.sqrt(comps["estimate"].clip(lower=0)), strict=True))
+    before = variance.set_index("component")["sd"].get("residual", np.nan)
+    warned = (f" Its fit warned: {fit.warnings[0].splitlines()[0][:200].rstrip('.')}."
+              if fit.warnings else "")
+    notes.append("Sensitivity, not pre-registered (added on 2026-11-29, when L12 joined the "
+                 "interim analysis): the same model with a language × depth intercept "
+                 f"(SD {fmt(sd['lang_depth variance'], signed=False)}; the residual SD "
+                 f"{fmt(before, signed=False)} becomes "
+                 f"{fmt(sd['residual variance'], signed=False)}); its tests of k are the rows "
+                 f"marked 'sensitivity'.{warned}")
+    tests["test"] = tests["test"] + SENSITIVITY
+    return tests
 
 
 #: The mixed model's variance components as the calibration's regimes name them

@@ -103,6 +103,29 @@ def test_omnibus_holds_its_level_without_an_effect():
     assert sum(rejects) <= 2
 
 
+def test_language_by_depth_sensitivity_takes_what_the_residual_held(effect_data):
+    """A planted language x depth offset (SD .06): the pre-registered model can only put it in
+    its residual; the sensitivity model (VC_FORMULA_LANG_DEPTH) finds it and keeps the
+    planted k effect. With one depth it drops the component and says so."""
+    deltas, covariates = effect_data
+    rng = np.random.default_rng(7)
+    offset = {(L, lang): rng.normal(0, 0.06) for L in DEPTHS for lang in LANGS}
+    shifted = deltas.assign(delta=deltas["delta"] + [offset[(L, lang)] for L, lang in zip(
+        deltas["layers"], deltas["query_lang"], strict=True)])
+    lang = av2.language_deltas(shifted, stub(covariates))
+    var = {}
+    for name, vc in (("pre", None), ("sens", av2.VC_FORMULA_LANG_DEPTH)):
+        fit = av2.mixed_model(lang, vc_formula=vc)
+        var[name] = fit.table.set_index("term")["estimate"]
+        assert av2.k_effects(fit).set_index("k_langs").loc[4, "estimate"] == pytest.approx(
+            EFFECT, abs=0.02)
+    planted = np.var(list(offset.values()))
+    assert var["sens"]["lang_depth variance"] == pytest.approx(planted, rel=0.6)
+    assert var["pre"]["residual variance"] > var["sens"]["residual variance"] + planted / 3
+    one = av2.mixed_model(lang[lang["layers"] == 3], vc_formula=av2.VC_FORMULA_LANG_DEPTH)
+    assert "lang_depth variance (one depth)" in one.dropped
+
+
 def test_mixed_model_with_the_two_intercepts_only(effect_data):
     deltas, covariates = effect_data
     fit = av2.mixed_model(av2.language_deltas(deltas, stub(covariates)),

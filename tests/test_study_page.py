@@ -230,8 +230,10 @@ def test_cell_table_is_the_plain_cell_mean_with_the_t_interval(complete, primary
     shown = page.contrast_display(primary.contrasts)
     row = shown[shown["contrast"] == "k = 8 vs k = 1, averaged over depths"].iloc[0]
     assert row["estimate [95% CI]"] == page.fmt_ci(k8["estimate"], k8["ci_low"], k8["ci_high"])
-    assert primary.omnibus is not None and set(primary.omnibus["test"]) == {
-        "k and depth x k", "k marginal over depths"}
+    tests = {"k and depth x k", "k marginal over depths"}
+    assert primary.omnibus is not None and set(primary.omnibus["test"]) == tests | {
+        t + page.SENSITIVITY for t in tests}  # and the sensitivity model's, with a note
+    assert any(n.startswith("Sensitivity, not pre-registered") for n in primary.notes)
     depth = page.depth_means(primary).set_index("layers")
     cells = primary.cells.groupby("layers")["delta"].mean()
     np.testing.assert_allclose(depth["delta"], cells.loc[depth.index])
