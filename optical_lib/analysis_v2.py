@@ -109,6 +109,11 @@ COVARIATES = ("share_same_family", "n_scripts", "share_xlmr")
 VC_FORMULA = {"draw": "0 + C(draw_id)", "lang": "0 + C(query_lang)",
               "lang_k": "0 + C(lang_k)"}
 VC_FORMULA_INTERCEPTS = {"draw": "0 + C(draw_id)", "lang": "0 + C(query_lang)"}
+#: The optimizers of the REML fit, tried in turn until one converges (the pre-registered
+#: fit used L-BFGS alone; on the interim primary slice with L12 it stopped short of the
+#: optimum, Powell's method reached it). The first converged fit is kept, else the one of
+#: the highest likelihood, and a fit by any but the first says so in its warnings.
+OPTIMIZERS = ("lbfgs", "powell")
 #: A sensitivity model, not pre-registered (added 2026-11-29): :data:`VC_FORMULA` plus a
 #: language x depth intercept. The pre-registered model shares one intercept per language
 #: across depths; once a deep student whose Δ is an order of magnitude smaller (L12) joins
@@ -479,16 +484,26 @@ def mixed_model(lang_deltas: pd.DataFrame, formula: str | None = None,
         dropped.append("lang_depth variance (one depth)")
     model = smf.mixedlm(formula, data, groups=np.ones(len(data)), re_formula="0",
                         vc_formula=vc)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            result = model.fit(reml=True, method=["lbfgs"])
-        except np.linalg.LinAlgError as err:
-            raise ValueError(f"mixed_model: the fit is singular ({err}) with variance "
-                             f"components {', '.join(vc)}: too few draws, languages or k "
-                             f"values to separate them; leave one out (vc_formula=...)"
-                             ) from err
+    tries = []
+    for method in OPTIMIZERS:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = model.fit(reml=True, method=[method])
+            except np.linalg.LinAlgError as err:
+                raise ValueError(f"mixed_model: the fit is singular ({err}) with variance "
+                                 f"components {', '.join(vc)}: too few draws, languages or k "
+                                 f"values to separate them; leave one out (vc_formula=...)"
+                                 ) from err
+        tries.append((method, result, caught))
+        if result.converged:
+            break
+    method, result, caught = next((t for t in tries if t[1].converged),
+                                  max(tries, key=lambda t: t[1].llf))
     messages = tuple(dict.fromkeys(str(w.message) for w in caught))
+    if method != OPTIMIZERS[0]:
+        failed = ", ".join(m for m, r, _ in tries if not r.converged)
+        messages = (f"fitted by {method} ({failed} did not converge)", *messages)
     df_between = max(1, data["draw_id"].nunique() - data["k_langs"].nunique())
     return MixedFit(result, _tidy(result), data, formula, tuple(dropped), messages, df_between)
 

@@ -103,6 +103,29 @@ def test_omnibus_holds_its_level_without_an_effect():
     assert sum(rejects) <= 2
 
 
+def test_mixed_model_tries_the_next_optimizer_when_one_stops_short(effect_data, monkeypatch):
+    """L-BFGS cut to one iteration does not converge: Powell's method refits, reaches the
+    same optimum, and the fit's warnings say so first."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+
+    deltas, covariates = effect_data
+    lang = av2.language_deltas(deltas, stub(covariates))
+    plain = av2.mixed_model(lang)
+    assert plain.result.converged and not any(w.startswith("fitted by") for w in plain.warnings)
+    real = MixedLM.fit
+
+    def short(self, *args, method=None, **kwargs):
+        if method == ["lbfgs"]:
+            kwargs["maxiter"] = 1
+        return real(self, *args, method=method, **kwargs)
+
+    monkeypatch.setattr(MixedLM, "fit", short)
+    fit = av2.mixed_model(lang)
+    assert fit.result.converged
+    assert fit.warnings[0] == "fitted by powell (lbfgs did not converge)"
+    np.testing.assert_allclose(fit.result.fe_params, plain.result.fe_params, atol=2e-3)
+
+
 def test_language_by_depth_sensitivity_takes_what_the_residual_held(effect_data):
     """A planted language x depth offset (SD .06): the pre-registered model can only put it in
     its residual; the sensitivity model (VC_FORMULA_LANG_DEPTH) finds it and keeps the
