@@ -594,6 +594,11 @@ def _language_table(deltas: pd.DataFrame, covariates: CovariateFn | None,
     return language_deltas(deltas, None)
 
 
+def _warnings(fit) -> str:
+    """A mixed-model fit's warnings in one line: the first line of each, joined."""
+    return "; ".join(w.splitlines()[0][:200].rstrip(".") for w in fit.warnings)
+
+
 def _fit_model(lang: pd.DataFrame, notes: list[str]
                ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
     """(omnibus, effects, variance) of the mixed model, None where they could not be had;
@@ -604,9 +609,7 @@ def _fit_model(lang: pd.DataFrame, notes: list[str]
         notes.append(f"Mixed model not fitted: {exc}.")
         return None, None, None
     if fit.warnings:
-        notes.append("The mixed model's fit warned: "
-                     + "; ".join(w.splitlines()[0][:200].rstrip(".") for w in fit.warnings)
-                     + ".")
+        notes.append(f"The mixed model's fit warned: {_warnings(fit)}.")
     comps = fit.table[fit.table["kind"] == "variance"]
     variance = pd.DataFrame({"component": comps["term"].str.removesuffix(" variance"),
                              "sd": np.sqrt(comps["estimate"].clip(lower=0).to_numpy())})
@@ -641,8 +644,7 @@ def _sensitivity(lang: pd.DataFrame, variance: pd.DataFrame, notes: list[str]
     comps = fit.table[fit.table["kind"] == "variance"]
     sd = dict(zip(comps["term"], np.sqrt(comps["estimate"].clip(lower=0)), strict=True))
     before = variance.set_index("component")["sd"].get("residual", np.nan)
-    warned = (f" Its fit warned: {fit.warnings[0].splitlines()[0][:200].rstrip('.')}."
-              if fit.warnings else "")
+    warned = f" Its fit warned: {_warnings(fit)}." if fit.warnings else ""
     notes.append("Sensitivity, not pre-registered (added on 2026-11-29, when L12 joined the "
                  "interim analysis): the same model with a language × depth intercept "
                  f"(SD {fmt(sd['lang_depth variance'], signed=False)}; the residual SD "
