@@ -60,6 +60,7 @@ from scipy import stats
 
 from .distill import TRAINED_METHODS
 from .evaluate import holm
+from .grid import V2_DEPTHS
 from .layout import ResultsLayout
 from .protocol import PRIMARY_METRIC
 from .report import join_words
@@ -129,9 +130,9 @@ ALPHA = 0.05
 POWER = 0.8
 #: The pre-registered reference number of training languages.
 REFERENCE_K = 1
-#: The student depths of the v2 design in order (``grid.V2_DEPTHS``): *one depth step* is a
-#: step of this ladder (:func:`ladder_steps`).
-DEPTH_LADDER = (2, 3, 6, 12)
+#: The student depths of the v2 design in order: *one depth step* is a step of this ladder
+#: (:func:`ladder_steps`).
+DEPTH_LADDER = V2_DEPTHS
 
 
 @dataclass(frozen=True)

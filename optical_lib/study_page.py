@@ -599,6 +599,13 @@ def _warnings(fit) -> str:
     return "; ".join(w.splitlines()[0][:200].rstrip(".") for w in fit.warnings)
 
 
+def _variance_sd(fit) -> pd.DataFrame:
+    """A mixed-model fit's variance components: ``component`` and its fitted ``sd``."""
+    comps = fit.table[fit.table["kind"] == "variance"]
+    return pd.DataFrame({"component": comps["term"].str.removesuffix(" variance"),
+                         "sd": np.sqrt(comps["estimate"].clip(lower=0).to_numpy())})
+
+
 def _fit_model(lang: pd.DataFrame, notes: list[str]
                ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
     """(omnibus, effects, variance) of the mixed model, None where they could not be had;
@@ -610,9 +617,7 @@ def _fit_model(lang: pd.DataFrame, notes: list[str]
         return None, None, None
     if fit.warnings:
         notes.append(f"The mixed model's fit warned: {_warnings(fit)}.")
-    comps = fit.table[fit.table["kind"] == "variance"]
-    variance = pd.DataFrame({"component": comps["term"].str.removesuffix(" variance"),
-                             "sd": np.sqrt(comps["estimate"].clip(lower=0).to_numpy())})
+    variance = _variance_sd(fit)
     if lang["k_langs"].nunique() < 2:
         return None, None, variance
     try:
@@ -641,15 +646,14 @@ def _sensitivity(lang: pd.DataFrame, variance: pd.DataFrame, notes: list[str]
     except ValueError as exc:
         notes.append(f"Sensitivity model not fitted: {exc}.")
         return None
-    comps = fit.table[fit.table["kind"] == "variance"]
-    sd = dict(zip(comps["term"], np.sqrt(comps["estimate"].clip(lower=0)), strict=True))
+    sd = _variance_sd(fit).set_index("component")["sd"]
     before = variance.set_index("component")["sd"].get("residual", np.nan)
     warned = f" Its fit warned: {_warnings(fit)}." if fit.warnings else ""
     notes.append("Sensitivity, not pre-registered (added on 2026-11-29, when L12 joined the "
                  "interim analysis): the same model with a language × depth intercept "
-                 f"(SD {fmt(sd['lang_depth variance'], signed=False)}; the residual SD "
+                 f"(SD {fmt(sd['lang_depth'], signed=False)}; the residual SD "
                  f"{fmt(before, signed=False)} becomes "
-                 f"{fmt(sd['residual variance'], signed=False)}); its tests of k are the rows "
+                 f"{fmt(sd['residual'], signed=False)}); its tests of k are the rows "
                  f"marked 'sensitivity'.{warned}")
     tests["test"] = tests["test"] + SENSITIVITY
     return tests

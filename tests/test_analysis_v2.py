@@ -312,7 +312,6 @@ def test_contrast_table_follows_the_preregistration(boot):
         av2._contrast_stats(boot, 1)[k4]["stat"][1:])
 
 
-
 def test_depth_step_counts_the_ladder_steps_a_gap_spans(effect_data):
     """Without L3 (depths 2 and 6, two steps of the ladder 2 -> 3 -> 6 -> 12 apart), one depth
     step is half the L2 -> L6 difference, not all of it; a depth off the ladder is refused."""
@@ -329,6 +328,7 @@ def test_depth_step_counts_the_ladder_steps_a_gap_spans(effect_data):
     assert by.loc["depth_step", "ci_low"] < truth < by.loc["depth_step", "ci_high"]
     with pytest.raises(ValueError, match=r"Depth\(s\) \[4\] are not on the design's depth"):
         av2.ladder_steps([2, 4])
+
 
 def test_t_interval_of_one_level_is_the_t_interval_of_a_mean():
     """Resampling n units alone: the bootstrap variance times n / (n - 1) is s² / n, and the
