@@ -71,17 +71,79 @@ def test_citation_metadata():
     assert "MIT License" in (PROJECT_ROOT / "LICENSE").read_text()
 
 
+# The run notebooks are papermill runs of one template (notebooks/experiment.ipynb), so the
+# strict build reads one notebook of each kind: the grid adds a few hundred more of the same
+# kinds, which would make the build (and the suite) grow with the study without testing anything
+# new. `make book` builds every page; the index tests below check every link of both indexes.
+RUN_LINK = re.compile(r"\]\(runs/([^)]+)\.ipynb\)")
+INDEXES = {"runs_v2.md": "v2-", "runs.md": "L"}  # index page: the run-id prefix it lists
+
+
+def run_kind(run_id: str) -> str:
+    """What a run notebook shows, without the hash, k, draw and seed: one page of each kind."""
+    return re.sub(r"-[kds]\d+(?=-|$)", "", re.sub(r"-[0-9a-f]{8}$", "", run_id))
+
+
+def book_with_one_run_of_each_kind(dest: Path) -> list[str]:
+    """A copy of the project made of links, whose book/runs holds the first notebook (by name) of
+    each kind, with the index rows of the others left out. Returns the run ids kept."""
+    dest.mkdir()
+    for entry in PROJECT_ROOT.iterdir():
+        if entry.name not in {"book", ".git", "_build", ".venv"}:
+            (dest / entry.name).symlink_to(entry)
+    (dest / "book" / "runs").mkdir(parents=True)
+    for entry in (PROJECT_ROOT / "book").iterdir():
+        if entry.name != "runs" and entry.name not in INDEXES:
+            (dest / "book" / entry.name).symlink_to(entry)
+    kept: dict[str, str] = {}
+    for nb in sorted((PROJECT_ROOT / "book" / "runs").glob("*.ipynb")):
+        kept.setdefault(run_kind(nb.stem), nb.stem)
+    for run_id in kept.values():
+        (dest / "book" / "runs" / f"{run_id}.ipynb").symlink_to(
+            PROJECT_ROOT / "book" / "runs" / f"{run_id}.ipynb")
+    for index in INDEXES:
+        lines = (PROJECT_ROOT / "book" / index).read_text().splitlines(keepends=True)
+        (dest / "book" / index).write_text("".join(
+            line for line in lines if all(m in kept.values() for m in RUN_LINK.findall(line))))
+    return sorted(kept.values())
+
+
+def test_run_kind_keeps_what_a_page_shows():
+    assert run_kind("v2-L6-optical-mse-k16-d3-s0-tme5-0151ac26") == "v2-L6-optical-mse-tme5"
+    assert run_kind("v2-L6-optical-mse-pool1984-d0-s0-tme5-1a2b3c4d") == (
+        "v2-L6-optical-mse-pool1984-tme5")
+    assert run_kind("v2-L12-none-tminilm-50c35cb6") == "v2-L12-none-tminilm"
+    assert run_kind("L2-optical-k64-s1-161d923a") == "L2-optical"
+    assert run_kind("v2-bm25-57efac87") == "v2-bm25"
+
+
+def test_each_index_links_every_committed_run_notebook_once():
+    """The indexes the sampled build shortens: every row links a committed notebook, and every
+    committed notebook is listed once, in the index of its version."""
+    committed = {p.stem for p in (PROJECT_ROOT / "book" / "runs").glob("*.ipynb")}
+    listed: list[str] = []
+    for index, prefix in INDEXES.items():
+        links = RUN_LINK.findall((PROJECT_ROOT / "book" / index).read_text())
+        assert links and all(link.startswith(prefix) for link in links), index
+        listed += links
+    assert sorted(listed) == sorted(committed)
+
+
 def test_committed_book_builds_strictly_serves_mathjax_and_executes_only_computed_pages(
         tmp_path):
-    """The published book (executed notebooks as committed) builds with zero warnings, serves
-    MathJax itself and executes at build time only the pages that compute nothing heavy."""
+    """The published book (executed notebooks as committed, one run notebook of each kind) builds
+    with zero warnings, serves MathJax itself and executes at build time only the pages that
+    compute nothing heavy."""
     if not (PROJECT_ROOT / "book" / "analysis.ipynb").exists():
         raise AssertionError("book/analysis.ipynb is missing: run `make analysis` and commit it")
+    project = tmp_path / "project"
+    kept = book_with_one_run_of_each_kind(project)
     jb = Path(sys.executable).with_name("jupyter-book")
-    build = subprocess.run([str(jb), "build", str(PROJECT_ROOT), "-W", "-n", "--keep-going",
+    build = subprocess.run([str(jb), "build", str(project), "-W", "-n", "--keep-going",
                             "--path-output", str(tmp_path)], capture_output=True, text=True)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-2000:]
     html = tmp_path / "_build" / "html"
+    assert sorted(p.stem for p in (html / "book" / "runs").glob("*.html")) == kept
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     pages = list((html / "book").rglob("*.html"))
     for page in pages:
