@@ -107,13 +107,14 @@ Markdown(page.baselines_markdown(rows, metric))
 levels = calibration.read_levels(results_dir)
 for key, value in page.calibration_facts(levels, int(facts["core_draws_planned"])).items():
     glue(key, value, display=False)
-glue("cal_mixed", page.mixed_model_sentence(calibration.read_mixed_levels(results_dir)),
-     display=False)
+mixed_levels = calibration.read_mixed_levels(results_dir)
+glue("cal_mixed", page.mixed_model_sentence(mixed_levels), display=False)
 slices = {key: page.analyse_slice(results_dir, inv, *key, metric=metric, n_boot=n_boot,
                                   levels=levels)
           for key in page.PAGE_SLICES}
 primary = slices[page.PRIMARY_SLICE]
-glue("cal_fitted", page.variance_sentence(list(slices.values())), display=False)
+glue("cal_fitted", page.variance_sentence(list(slices.values()), mixed=mixed_levels),
+     display=False)
 verdict_text = page.primary_verdict(primary)
 glue("verdict_primary", verdict_text, display=False)
 glue("headline_primary", page.primary_verdict(primary, headline_only=True), display=False)
@@ -145,8 +146,8 @@ glue("interim_primary", page.interim_sentence(primary) or " ", display=False)
 # interval of the hierarchical bootstrap, and its p-value. With few draws that test is too
 # confident: the spread between draws, where a k contrast varies most, is estimated from a
 # handful of values. We simulated it on synthetic grids shaped like this one (28 languages,
-# paired queries, the draw, language, language × k and run × language components of the
-# mixed model) with no k effect, {glue:text}`cal_sims` grids per cell of the table below
+# paired queries, the draw, language, language × k, run × language and language × depth
+# components) with no k effect, {glue:text}`cal_sims` grids per cell of the table below
 # (`optical_lib/calibration.py`, `results/calibration/bootstrap_level.csv`), in
 # {glue:text}`cal_n_regimes` variance regimes ({glue:text}`cal_regimes`): with
 # {glue:text}`cal_planned_draws` draws, as planned, it rejects a zero contrast
@@ -168,6 +169,10 @@ glue("interim_primary", page.interim_sentence(primary) or " ", display=False)
 # real run; the third, 'runs', was added on 2026-11-27 from the first mixed-model fit on real
 # runs (L2, draws 0–2, the student protocol's components rounded up), which showed a
 # run × language noise the first two lack, so it covers those runs by construction. The
+# fourth, 'depths', was added on 2026-11-30, when L12 had joined the interim analysis: how much
+# a language gains differs by depth, a language × depth term the pre-registered model lacks
+# (its residual holds it) and the sensitivity model fits; the regime plants that model's fitted
+# SD, rounded up, on top of 'runs', and both models are simulated on the same grids. The
 # check is repeated on every fit: {glue:text}`cal_fitted`
 #
 # %% tags=["remove-input"]

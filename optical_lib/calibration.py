@@ -50,11 +50,17 @@ COVARIATE_SLOPE = 0.03
 #: components are the larger): between-draw SD .025, language x k .028, and a residual SD
 #: of a run's language mean of .042, which the first two regimes (no run x language term,
 #: query noise .15 / sqrt(60) = .019) fall short of; rounded up to .025 / .03 and a run x
-#: language SD of .04.
+#: language SD of .04. "depths" was added on 2026-11-30 from the interim primary slice with
+#: L12 (L2, L3, L12, draws 0-4): how much a language gains differs by depth, which the
+#: pre-registered model (one language intercept for every depth) leaves in its residual (SD
+#: .113); the sensitivity model (:data:`analysis_v2.VC_FORMULA_LANG_DEPTH`) fits a
+#: language x depth SD of .134, rounded up to .14, on top of "runs".
 REGIMES: dict[str, dict[str, float]] = {
     "languages": {"sd_draw": 0.012, "sd_lang_k": 0.025, "sd_query": 0.15},
     "draws": {"sd_draw": 0.03, "sd_lang_k": 0.01, "sd_query": 0.15},
     "runs": {"sd_draw": 0.025, "sd_lang_k": 0.03, "sd_run_lang": 0.04, "sd_query": 0.15},
+    "depths": {"sd_draw": 0.025, "sd_lang_k": 0.03, "sd_run_lang": 0.04,
+               "sd_lang_depth": 0.14, "sd_query": 0.15},
 }
 #: The shape of a calibration grid: the real grid's 28 held-out FLORES languages, fewer
 #: queries (the query level is a small part of the variance of a contrast), two depths and
@@ -72,16 +78,17 @@ def synthetic_deltas(seed: int = 0, effect: float = 0.0, effect_k: int = 4,
                      sd_draw: float = 0.02, sd_lang: float = 0.02, sd_lang_k: float = 0.01,
                      sd_query: float = 0.15, n_draws: int = 6, depths: Sequence[int] = (2, 3, 6),
                      ks: Sequence[int] = (1, 2, 4, 8), langs: Sequence[str] | int = 8,
-                     n_queries: int = 60, sd_run_lang: float = 0.0
-                     ) -> tuple[pd.DataFrame, dict]:
+                     n_queries: int = 60, sd_run_lang: float = 0.0,
+                     sd_lang_depth: float = 0.0) -> tuple[pd.DataFrame, dict]:
     """Per-query Δ rows in :func:`analysis_v2.load_deltas`' schema with a planted truth,
     and the covariates of each (k, draw, language).
 
     Δ = depth term + effect [k = effect_k] + slope · share_same_family + u(k, draw)
-    + v(lang) + w(lang, k) + x(run, lang) + e(run, query); value = zero-shot(depth, lang,
-    query) + Δ. ``langs``: language codes, or how many (named l00, l01, ...). The run x
-    language term x (SD ``sd_run_lang``) comes from a generator of its own, so grids
-    without it are the same as before it existed.
+    + v(lang) + w(lang, k) + z(lang, depth) + x(run, lang) + e(run, query); value =
+    zero-shot(depth, lang, query) + Δ. ``langs``: language codes, or how many (named l00,
+    l01, ...). The run x language term x (SD ``sd_run_lang``) and the language x depth term
+    z (SD ``sd_lang_depth``) come from generators of their own, so grids without them are
+    the same as before they existed.
     """
     if isinstance(langs, int):
         langs = tuple(f"l{i:02d}" for i in range(langs))
@@ -95,12 +102,15 @@ def synthetic_deltas(seed: int = 0, effect: float = 0.0, effect_k: int = 4,
     query_lang = np.repeat(langs, n_queries)
     qids = [f"{lang}-{q}" for lang in langs for q in range(n_queries)]
     run_rng = np.random.default_rng([seed, 1])
+    lang_depth = (np.random.default_rng([seed, 2]).normal(0, sd_lang_depth, (len(depths), n_l))
+                  if sd_lang_depth else np.zeros((len(depths), n_l)))
     frames = []
-    for L in depths:
+    for i_depth, L in enumerate(depths):
         for j, k in enumerate(ks):
             for d in range(n_draws):
                 mean = (DEPTH_DELTA[L] + effect * (k == effect_k) + draw_effect[j, d]
-                        + lang_effect + lang_k[:, j] + COVARIATE_SLOPE * share[j, d])
+                        + lang_effect + lang_k[:, j] + lang_depth[i_depth]
+                        + COVARIATE_SLOPE * share[j, d])
                 if sd_run_lang:
                     mean = mean + run_rng.normal(0, sd_run_lang, n_l)
                 delta = mean[:, None] + rng.normal(0, sd_query, (n_l, n_queries))
@@ -172,29 +182,46 @@ def bootstrap_level(n_draws: int, regime: str, n_sims: int = 100, n_boot: int = 
 MIXED_RESULTS = Path("calibration") / "mixed_model_level.csv"
 
 
+#: The mixed models calibrated, by the name of their rows in the table, and whether they fit
+#: a language x depth intercept: the pre-registered model, and the sensitivity model
+#: (:data:`analysis_v2.VC_FORMULA_LANG_DEPTH`).
+MIXED_MODELS = {"mixed model": False, "mixed model (sensitivity)": True}
+
+
 def mixed_model_level(n_draws: int, regime: str, n_sims: int = 60, seed: int = 0,
-                      alpha: float = 0.05) -> dict:
-    """Share of ``n_sims`` synthetic grids without a k effect on which the mixed model's
-    test of k (:func:`analysis_v2.k_omnibus`, "k marginal over depths") rejects at
-    ``alpha``; the covariates are the grids' planted ones."""
+                      alpha: float = 0.05) -> list[dict]:
+    """Per model of :data:`MIXED_MODELS`: the share of ``n_sims`` synthetic grids without a
+    k effect on which its test of k (:func:`analysis_v2.k_omnibus`, "k marginal over
+    depths") rejects at ``alpha``, and the mean of its fitted residual SD (what the
+    results page compares with the real grid's); both models fit the same grids, whose
+    covariates are the planted ones."""
     import warnings
 
     from . import analysis_v2 as av2
 
     _check_regime(regime)
-    rejects = []
+    formulas = {name: av2.VC_FORMULA_LANG_DEPTH if lang_depth else None
+                for name, lang_depth in MIXED_MODELS.items()}
+    rejects: dict[str, list[bool]] = {name: [] for name in formulas}
+    residual: dict[str, list[float]] = {name: [] for name in formulas}
     for s in range(n_sims):
         deltas, covariates, _ = _null_grid(n_draws, regime,
                                            f"mixed-{seed}-{n_draws}-{regime}-{s}")
         lang = av2.language_deltas(
             deltas, lambda key, language, c=covariates: c[(key.k_langs, key.draw, language)])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fit warnings are counted by mixed_model
-            tests = av2.k_omnibus(av2.mixed_model(lang)).set_index("test")
-        rejects.append(bool(tests.loc["k marginal over depths", "p"] < alpha))
-    return {"draws": n_draws, "regime": regime, "method": "mixed model",
-            "level": float(np.mean(rejects)), "n_tests": n_sims, "n_sims": n_sims,
-            "alpha": alpha}
+        for name, vc in formulas.items():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # fit warnings are counted by mixed_model
+                fit = av2.mixed_model(lang, vc_formula=vc)
+                tests = av2.k_omnibus(fit).set_index("test")
+            rejects[name].append(bool(tests.loc["k marginal over depths", "p"] < alpha))
+            table = fit.table.set_index("term")
+            residual[name].append(float(np.sqrt(max(table.loc["residual variance",
+                                                              "estimate"], 0.0))))
+    return [{"draws": n_draws, "regime": regime, "method": name,
+             "level": float(np.mean(rejects[name])), "n_tests": n_sims, "n_sims": n_sims,
+             "alpha": alpha, "residual_sd": float(np.mean(residual[name]))}
+            for name in formulas]
 
 
 def _read(results_dir: str | Path, table: Path, command: str) -> pd.DataFrame:
@@ -258,31 +285,32 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from .paths import progress_bars
 
-    rows = []
+    path = Path(args.results) / (MIXED_RESULTS if args.mixed_model else RESULTS)
+    path.parent.mkdir(parents=True, exist_ok=True)
     jobs = [(d, r) for d in args.draws for r in args.regimes]
     for draws, regime in tqdm(jobs, desc="calibration", disable=not progress_bars()):
         start = time.perf_counter()
-        found = ([mixed_model_level(draws, regime, n_sims=args.sims)] if args.mixed_model
+        found = (mixed_model_level(draws, regime, n_sims=args.sims) if args.mixed_model
                  else bootstrap_level(draws, regime, n_sims=args.sims, n_boot=args.boot))
         seconds = round(time.perf_counter() - start, 1)
-        rows += [{**row, "seconds": seconds, "threads": os.environ.get("OMP_NUM_THREADS", "")}
-                 for row in found]
+        rows = [{**row, "seconds": seconds, "threads": os.environ.get("OMP_NUM_THREADS", "")}
+                for row in found]
         print(f"draws {draws:>2} {regime:<9} "
               + " ".join(f"{r['method']} {r['level']:.3f}" for r in found), flush=True)
-    path = Path(args.results) / (MIXED_RESULTS if args.mixed_model else RESULTS)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, merge_levels(pd.read_csv(path) if path.exists() else None,
-                                    pd.DataFrame(rows)).to_csv(index=False))
+        # each cell is written as it finishes: a stopped calibration keeps what it computed
+        atomic_write(path, merge_levels(pd.read_csv(path) if path.exists() else None,
+                                        pd.DataFrame(rows)).to_csv(index=False))
     print(path)
 
 
 def merge_levels(old: pd.DataFrame | None, new: pd.DataFrame) -> pd.DataFrame:
     """A calibration table with ``new``'s rows replacing ``old``'s of the same (draws,
-    regime) cells and ``old``'s other rows kept, sorted by draws and regime (in
+    regime, method) and ``old``'s other rows kept, sorted by draws and regime (in
     :data:`REGIMES` order)."""
     if old is not None and len(old):
-        cells = set(zip(new["draws"], new["regime"], strict=True))
-        keep = [(d, r) not in cells for d, r in zip(old["draws"], old["regime"], strict=True)]
+        key = ["draws", "regime", "method"]
+        cells = set(new[key].itertuples(index=False, name=None))
+        keep = [cell not in cells for cell in old[key].itertuples(index=False, name=None)]
         new = pd.concat([old[keep], new], ignore_index=True)
     order = {r: i for i, r in enumerate(REGIMES)}
     return (new.assign(_r=new["regime"].map(order)).sort_values(["draws", "_r"], kind="stable")

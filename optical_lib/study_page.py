@@ -667,11 +667,16 @@ _COMPONENTS = {"draw": ("sd_draw", "between draws"),
 
 
 def regime_ranges(regimes: dict[str, dict[str, float]] | None = None,
-                  n_queries: int | None = None) -> dict[str, tuple[float, float]]:
+                  n_queries: int | None = None, mixed: pd.DataFrame | None = None
+                  ) -> dict[str, tuple[float, float]]:
     """The smallest and largest SD the calibration's regimes plant for each component the
     mixed model estimates: between draws, language x k, and the residual SD of a run's
     language mean (run x language, and the query noise averaged over the calibration
-    grid's :data:`~optical_lib.calibration.CAL_QUERIES` queries)."""
+    grid's :data:`~optical_lib.calibration.CAL_QUERIES` queries). ``mixed``: the mixed
+    model's calibration table; where it records the residual SD the pre-registered model
+    fitted on the simulated grids (``residual_sd``), the residual's range is that: what a
+    regime puts there includes the terms the model lacks (the 'depths' regime's language
+    x depth intercept)."""
     from .calibration import CAL_QUERIES
 
     regimes = REGIMES if regimes is None else regimes
@@ -682,16 +687,22 @@ def regime_ranges(regimes: dict[str, dict[str, float]] | None = None,
         values["sd_lang_k"].append(r["sd_lang_k"])
         values["residual"].append(float(np.hypot(r.get("sd_run_lang", 0.0),
                                                  r["sd_query"] / np.sqrt(n_queries))))
+    if mixed is not None and "residual_sd" in mixed:
+        fitted = mixed.loc[mixed["method"] == "mixed model", "residual_sd"].dropna()
+        if len(fitted):
+            values["residual"] = fitted.tolist()
     return {key: (min(v), max(v)) for key, v in values.items()}
 
 
 def variance_sentence(results: Sequence[SliceResult],
-                      ranges: dict[str, tuple[float, float]] | None = None) -> str:
+                      ranges: dict[str, tuple[float, float]] | None = None,
+                      mixed: pd.DataFrame | None = None) -> str:
     """The mixed model's fitted SDs on each slice with a fit, against the range the
-    calibration's regimes simulate (:func:`regime_ranges`), and whether any exceeds it."""
+    calibration's regimes simulate (:func:`regime_ranges`, with the mixed model's
+    calibration table ``mixed``), and whether any exceeds it."""
     from .report import PROTOCOL_LABELS, SUITE_LABELS
 
-    ranges = regime_ranges() if ranges is None else ranges
+    ranges = regime_ranges(mixed=mixed) if ranges is None else ranges
     said, beyond = [], []
     for result in results:
         if result.variance is None:
@@ -712,13 +723,15 @@ def variance_sentence(results: Sequence[SliceResult],
     span = ", ".join(f"{words} {fmt(ranges[key][0], signed=False)}–"
                      f"{fmt(ranges[key][1], signed=False)}"
                      for key, words in _COMPONENTS.values())
+    fitted = (" (the residual as the pre-registered model fits it on the simulated grids)"
+              if mixed is not None and "residual_sd" in mixed else "")
     verdict = ("Every fitted SD lies within or below the range the regimes simulate."
                if not beyond else
                "Larger than every simulated regime: " + "; ".join(beyond) + ", so the "
                "simulated levels may understate how often the tests reject a true zero "
                "there.")
     return (f"The grid's own variance, fitted by the mixed model on the runs analysed below "
-            f"(SD per component): {'; '.join(said)}. The regimes simulate {span}. "
+            f"(SD per component): {'; '.join(said)}. The regimes simulate {span}{fitted}. "
             + verdict)
 
 
@@ -786,13 +799,20 @@ def calibration_display(levels: pd.DataFrame) -> pd.DataFrame:
 
 
 def mixed_model_sentence(mixed: pd.DataFrame) -> str:
-    """The mixed model's calibration in a sentence: its k test's worst level over the
-    regimes at each simulated number of draws."""
-    worst = worst_levels(mixed, "mixed model")
-    levels = ", ".join(f"{level:.1%} with {draws} draws" for draws, level in worst.items())
-    return (f"The mixed model's F test of k, simulated the same way on "
+    """The mixed models' calibration in a sentence: the k test's worst level over the
+    regimes at each simulated number of draws, of the pre-registered model and (where the
+    table has it) of the sensitivity model."""
+    def levels(method: str) -> str:
+        worst = worst_levels(mixed, method)
+        return ", ".join(f"{level:.1%} with {draws} draws" for draws, level in worst.items())
+
+    said = (f"The mixed model's F test of k, simulated the same way on "
             f"{int(mixed['n_sims'].min())} grids per cell (results/calibration/"
-            f"mixed_model_level.csv), rejects {levels} (the worst regime).")
+            f"mixed_model_level.csv), rejects {levels('mixed model')} (the worst regime)")
+    if "method" in mixed and (mixed["method"] == "mixed model (sensitivity)").any():
+        said += (f"; the sensitivity model's (+ language × depth) "
+                 f"{levels('mixed model (sensitivity)')}")
+    return said + "."
 
 
 def calibration_facts(levels: pd.DataFrame, planned_draws: int) -> dict[str, str]:
@@ -824,10 +844,11 @@ def regimes_text(names: Sequence[str]) -> str:
     the planted SD of each component of a Δ."""
     def one(name: str) -> str:
         r = REGIMES[name]
-        run = r.get("sd_run_lang", 0.0)
+        run, depth = r.get("sd_run_lang", 0.0), r.get("sd_lang_depth", 0.0)
         return (f"'{name}': SD between draws {fmt(r['sd_draw'], signed=False)}, language × k "
                 f"{fmt(r['sd_lang_k'], signed=False)}"
-                + (f", run × language {fmt(run, signed=False)}" if run else ""))
+                + (f", run × language {fmt(run, signed=False)}" if run else "")
+                + (f", language × depth {fmt(depth, signed=False)}" if depth else ""))
     return "; ".join(one(n) for n in names)
 
 

@@ -68,13 +68,31 @@ def test_read_levels_names_the_command_when_the_table_is_missing(tmp_path):
 
 
 def test_mixed_model_level_and_its_committed_table(tmp_path):
-    found = cal.mixed_model_level(3, "draws", n_sims=2)
-    assert found["method"] == "mixed model" and found["n_tests"] == 2
-    assert 0 <= found["level"] <= 1
+    found = cal.mixed_model_level(3, "depths", n_sims=2)
+    assert [r["method"] for r in found] == list(cal.MIXED_MODELS)
+    for row in found:
+        assert row["n_tests"] == 2 and 0 <= row["level"] <= 1
+    pre, sensitivity = (r["residual_sd"] for r in found)
+    # the pre-registered model's residual holds the language x depth term (SD .14) that the
+    # sensitivity model fits: a run's language mean is otherwise about .045
+    assert pre > 0.08 and sensitivity < 0.07
     mixed = cal.read_mixed_levels(PROJECT_ROOT / "results")
-    assert set(mixed["regime"]) == set(cal.REGIMES) and {2, STUDY_DRAWS} <= set(mixed["draws"])
+    assert set(mixed["method"]) == set(cal.MIXED_MODELS)
+    assert (mixed.groupby(["draws", "method"])["regime"].nunique() == len(cal.REGIMES)).all()
+    assert {2, STUDY_DRAWS} <= set(mixed["draws"]) and mixed["residual_sd"].notna().all()
     with pytest.raises(FileNotFoundError, match="--mixed-model"):
         cal.read_mixed_levels(tmp_path)
+
+
+def test_the_language_x_depth_term_is_one_shift_per_depth_and_language():
+    base, _ = cal.synthetic_deltas(seed=3, n_draws=2, langs=6, n_queries=4)
+    shifted, _ = cal.synthetic_deltas(seed=3, n_draws=2, langs=6, n_queries=4,
+                                      sd_lang_depth=0.5)
+    extra = shifted["delta"] - base["delta"]
+    by_cell = extra.groupby([shifted["layers"], shifted["query_lang"]])
+    assert (by_cell.std(ddof=0) < 1e-12).all()  # the same for every k, draw and query
+    shifts = by_cell.mean()
+    assert shifts.std() > 0.2 and shifts.groupby(level=0).nunique().eq(6).all()
 
 
 def test_the_run_x_language_term_adds_noise_without_changing_the_other_regimes_grids():
@@ -99,3 +117,14 @@ def test_merge_levels_replaces_only_the_recomputed_cells():
         (2, "languages", 0.1), (2, "draws", 0.8), (3, "languages", 0.3), (3, "draws", 0.4),
         (3, "runs", 0.9)]
     assert cal.merge_levels(None, new)["regime"].tolist() == ["draws", "runs"]
+    other = new.assign(method="percentile")  # another test of the same cells: both kept
+    assert len(cal.merge_levels(merged, other)) == len(merged) + len(other)
+
+
+def test_main_writes_each_cell_and_keeps_the_cells_it_did_not_compute(tmp_path):
+    args = ["--draws", "2", "--sims", "1", "--boot", "20", "--results", str(tmp_path)]
+    cal.main([*args, "--regimes", "languages"])
+    cal.main([*args, "--regimes", "draws"])
+    table = cal.read_levels(tmp_path)
+    assert sorted(set(table["regime"])) == ["draws", "languages"]
+    assert len(table) == 2 * len(cal.METHODS) and table["seconds"].notna().all()

@@ -430,6 +430,11 @@ def test_the_calibration_for_reading():
         "The mixed model's F test of k, simulated the same way on 60 grids per cell "
         "(results/calibration/mixed_model_level.csv), rejects 2.0% with 2 draws, 5.0% with "
         "10 draws (the worst regime).")
+    both = pd.concat([mixed.assign(method="mixed model"),
+                      mixed.assign(method="mixed model (sensitivity)", level=mixed["level"] / 2)])
+    assert page.mixed_model_sentence(both).endswith(
+        "rejects 2.0% with 2 draws, 5.0% with 10 draws (the worst regime); the sensitivity "
+        "model's (+ language × depth) 1.0% with 2 draws, 2.5% with 10 draws.")
     held = levels.assign(level=np.where(levels["draws"] == 10, 0.05, levels["level"]))
     assert page.calibration_facts(held, 10)["cal_answer"].startswith("The pre-registered")
     assert facts["cal_n_regimes"] == "2"
@@ -438,6 +443,7 @@ def test_the_calibration_for_reading():
         "'draws': SD between draws .030, language × k .010")
     assert page.regimes_text(["runs"]) == ("'runs': SD between draws .025, language × k .030, "
                                            "run × language .040")
+    assert page.regimes_text(["depths"]).endswith("run × language .040, language × depth .140")
 
 
 def test_the_fitted_variance_is_compared_with_the_simulated_regimes(complete):
@@ -451,6 +457,12 @@ def test_the_fitted_variance_is_compared_with_the_simulated_regimes(complete):
                                        "sd_run_lang": 0.04}}, n_queries=100)
     assert ranges == {"sd_draw": (0.01, 0.03), "sd_lang_k": (0.01, 0.02),
                       "residual": (0.03, 0.05)}
+    fitted = pd.DataFrame({"method": ["mixed model", "mixed model (sensitivity)"] * 2,
+                           "residual_sd": [0.04, 0.02, 0.12, 0.03]})
+    # the residual's range: what the pre-registered model fits on the simulated grids
+    assert page.regime_ranges(mixed=fitted)["residual"] == (0.04, 0.12)
+    assert "(the residual as the pre-registered model fits it on the simulated grids)" in (
+        page.variance_sentence([result], mixed=fitted))
     said = page.variance_sentence([result], {k: (0.0, 1.0) for k in ranges})
     assert said.startswith("The grid's own variance, fitted by the mixed model on the runs "
                            f"analysed below (SD per component): FLORES X→eng, OPTICAL's "
