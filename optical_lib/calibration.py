@@ -6,8 +6,9 @@ language draws a cell has: the spread *between* draws, where a k contrast varies
 then estimated from a handful of values, and the percentile interval is too narrow. This
 module measures the level by simulation, on synthetic grids built like the real one
 (depths x k x draws, evaluation languages crossed with runs, paired queries) with no k
-effect, for each number of draws, in two variance regimes (:data:`REGIMES`), for that test
-and for the t interval the analysis uses instead (:func:`analysis_v2.t_interval`).
+effect, for each number of draws, in each variance regime (:data:`REGIMES`), for that test
+and for the t interval the analysis uses instead (:func:`analysis_v2.t_interval`), and
+likewise for the mixed models' F test of k (:func:`mixed_model_level`).
 
 The results page reads the committed table (``results/calibration/bootstrap_level.csv``,
 written by ``python -m optical_lib.calibration``) and shows tests only from the number of
