@@ -443,6 +443,14 @@ def _tidy(result) -> pd.DataFrame:
     return pd.concat([fixed, variance], ignore_index=True)
 
 
+def variance_sd(fit: MixedFit) -> pd.DataFrame:
+    """A mixed-model fit's variance components: ``component`` (``draw``, ``lang``, ...,
+    ``residual``) and its fitted standard deviation ``sd``."""
+    comps = fit.table[fit.table["kind"] == "variance"]
+    return pd.DataFrame({"component": comps["term"].str.removesuffix(" variance"),
+                         "sd": np.sqrt(comps["estimate"].clip(lower=0).to_numpy())})
+
+
 def mixed_model(lang_deltas: pd.DataFrame, formula: str | None = None,
                 covariates: Sequence[str] = COVARIATES, min_draws: int = MIN_DRAWS,
                 vc_formula: dict[str, str] | None = None) -> MixedFit:

@@ -186,7 +186,8 @@ MIXED_RESULTS = Path("calibration") / "mixed_model_level.csv"
 #: The mixed models calibrated, by the name of their rows in the table, and whether they fit
 #: a language x depth intercept: the pre-registered model, and the sensitivity model
 #: (:data:`analysis_v2.VC_FORMULA_LANG_DEPTH`).
-MIXED_MODELS = {"mixed model": False, "mixed model (sensitivity)": True}
+MIXED, MIXED_SENSITIVITY = "mixed model", "mixed model (sensitivity)"
+MIXED_MODELS = {MIXED: False, MIXED_SENSITIVITY: True}
 
 
 def mixed_model_level(n_draws: int, regime: str, n_sims: int = 60, seed: int = 0,
@@ -216,9 +217,8 @@ def mixed_model_level(n_draws: int, regime: str, n_sims: int = 60, seed: int = 0
                 fit = av2.mixed_model(lang, vc_formula=vc)
                 tests = av2.k_omnibus(fit).set_index("test")
             rejects[name].append(bool(tests.loc["k marginal over depths", "p"] < alpha))
-            table = fit.table.set_index("term")
-            residual[name].append(float(np.sqrt(max(table.loc["residual variance",
-                                                              "estimate"], 0.0))))
+            sd = av2.variance_sd(fit).set_index("component")["sd"]
+            residual[name].append(float(sd["residual"]))
     return [{"draws": n_draws, "regime": regime, "method": name,
              "level": float(np.mean(rejects[name])), "n_tests": n_sims, "n_sims": n_sims,
              "alpha": alpha, "residual_sd": float(np.mean(residual[name]))}

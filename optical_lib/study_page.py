@@ -41,10 +41,19 @@ from .analysis_v2 import (
     load_deltas,
     mixed_model,
     sample_covariates,
+    variance_sd,
     verdict,
     zero_shot_depth_curve,
 )
-from .calibration import LEVEL_TOLERANCE, REGIMES, level_at, min_test_draws, worst_levels
+from .calibration import (
+    LEVEL_TOLERANCE,
+    MIXED,
+    MIXED_SENSITIVITY,
+    REGIMES,
+    level_at,
+    min_test_draws,
+    worst_levels,
+)
 from .layout import ResultsLayout
 from .protocol import PRIMARY_METRIC
 
@@ -599,13 +608,6 @@ def _warnings(fit) -> str:
     return "; ".join(w.splitlines()[0][:200].rstrip(".") for w in fit.warnings)
 
 
-def _variance_sd(fit) -> pd.DataFrame:
-    """A mixed-model fit's variance components: ``component`` and its fitted ``sd``."""
-    comps = fit.table[fit.table["kind"] == "variance"]
-    return pd.DataFrame({"component": comps["term"].str.removesuffix(" variance"),
-                         "sd": np.sqrt(comps["estimate"].clip(lower=0).to_numpy())})
-
-
 def _fit_model(lang: pd.DataFrame, notes: list[str]
                ) -> tuple[pd.DataFrame | None, pd.DataFrame | None, pd.DataFrame | None]:
     """(omnibus, effects, variance) of the mixed model, None where they could not be had;
@@ -617,7 +619,7 @@ def _fit_model(lang: pd.DataFrame, notes: list[str]
         return None, None, None
     if fit.warnings:
         notes.append(f"The mixed model's fit warned: {_warnings(fit)}.")
-    variance = _variance_sd(fit)
+    variance = variance_sd(fit)
     if lang["k_langs"].nunique() < 2:
         return None, None, variance
     try:
@@ -646,7 +648,7 @@ def _sensitivity(lang: pd.DataFrame, variance: pd.DataFrame, notes: list[str]
     except ValueError as exc:
         notes.append(f"Sensitivity model not fitted: {exc}.")
         return None
-    sd = _variance_sd(fit).set_index("component")["sd"]
+    sd = variance_sd(fit).set_index("component")["sd"]
     before = variance.set_index("component")["sd"].get("residual", np.nan)
     warned = f" Its fit warned: {_warnings(fit)}." if fit.warnings else ""
     notes.append("Sensitivity, not pre-registered (added on 2026-11-29, when L12 joined the "
@@ -687,11 +689,18 @@ def regime_ranges(regimes: dict[str, dict[str, float]] | None = None,
         values["sd_lang_k"].append(r["sd_lang_k"])
         values["residual"].append(float(np.hypot(r.get("sd_run_lang", 0.0),
                                                  r["sd_query"] / np.sqrt(n_queries))))
-    if mixed is not None and "residual_sd" in mixed:
-        fitted = mixed.loc[mixed["method"] == "mixed model", "residual_sd"].dropna()
-        if len(fitted):
-            values["residual"] = fitted.tolist()
+    fitted = _fitted_residuals(mixed)
+    if fitted:
+        values["residual"] = fitted
     return {key: (min(v), max(v)) for key, v in values.items()}
+
+
+def _fitted_residuals(mixed: pd.DataFrame | None) -> list[float]:
+    """The residual SDs the pre-registered model fitted on the simulated grids, as the mixed
+    model's calibration table records them (none in a table without them)."""
+    if mixed is None or "residual_sd" not in mixed:
+        return []
+    return mixed.loc[mixed["method"] == MIXED, "residual_sd"].dropna().tolist()
 
 
 def variance_sentence(results: Sequence[SliceResult],
@@ -702,6 +711,8 @@ def variance_sentence(results: Sequence[SliceResult],
     calibration table ``mixed``), and whether any exceeds it."""
     from .report import PROTOCOL_LABELS, SUITE_LABELS
 
+    fitted = (" (the residual as the pre-registered model fits it on the simulated grids)"
+              if ranges is None and _fitted_residuals(mixed) else "")
     ranges = regime_ranges(mixed=mixed) if ranges is None else ranges
     said, beyond = [], []
     for result in results:
@@ -723,8 +734,6 @@ def variance_sentence(results: Sequence[SliceResult],
     span = ", ".join(f"{words} {fmt(ranges[key][0], signed=False)}–"
                      f"{fmt(ranges[key][1], signed=False)}"
                      for key, words in _COMPONENTS.values())
-    fitted = (" (the residual as the pre-registered model fits it on the simulated grids)"
-              if mixed is not None and "residual_sd" in mixed else "")
     verdict = ("Every fitted SD lies within or below the range the regimes simulate."
                if not beyond else
                "Larger than every simulated regime: " + "; ".join(beyond) + ", so the "
@@ -808,10 +817,10 @@ def mixed_model_sentence(mixed: pd.DataFrame) -> str:
 
     said = (f"The mixed model's F test of k, simulated the same way on "
             f"{int(mixed['n_sims'].min())} grids per cell (results/calibration/"
-            f"mixed_model_level.csv), rejects {levels('mixed model')} (the worst regime)")
-    if "method" in mixed and (mixed["method"] == "mixed model (sensitivity)").any():
+            f"mixed_model_level.csv), rejects {levels(MIXED)} (the worst regime)")
+    if "method" in mixed and (mixed["method"] == MIXED_SENSITIVITY).any():
         said += (f"; the sensitivity model's (+ language × depth) "
-                 f"{levels('mixed model (sensitivity)')}")
+                 f"{levels(MIXED_SENSITIVITY)}")
     return said + "."
 
 
